@@ -1,0 +1,22 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def images(rng, batch=2, size=64, channels=1):
+    """Raw-pixel images in [0, 255], as every model expects."""
+    return (rng.random((batch, size, size, channels)) * 255).astype("float32")

@@ -1,0 +1,72 @@
+"""The typed configuration of a backbone, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+STEMS = ("grey", "rgb")
+WEIGHTS = ("imagenet", None)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Everything that decides how a backbone is built.
+
+    The defaults are the method's: CBAM on, a greyscale stem, 768-d features and
+    ImageNet initialisation. ``BackboneConfig.public(...)`` gives the publicly available
+    architecture (RGB stem, no attention, the network's own feature width).
+    """
+
+    name: str = field(metadata={"help": "Backbone family: see tf_fracture.backbones.available_backbones()."})
+    variant: str | None = field(default=None, metadata={"help": "Family variant; None picks the family's default."})
+    weights: str | None = field(
+        default="imagenet", metadata={"help": "'imagenet' loads Keras' published weights; None is random init."}
+    )
+    attention: bool = field(default=True, metadata={"help": "Insert CBAM blocks at the method's fixed points."})
+    stem: str = field(default="grey", metadata={"help": "'grey' (1-channel input, summed RGB kernels) or 'rgb'."})
+    feature_dim: int | None = field(
+        default=768, metadata={"help": "Width of the feature head; None keeps the network's own width."}
+    )
+    input_size: int | None = field(
+        default=None, metadata={"help": "Square input size in pixels; None accepts any size."}
+    )
+    cbam_reduction: int = field(default=16, metadata={"help": "CBAM channel-MLP reduction ratio."})
+    cbam_kernel_size: int = field(default=7, metadata={"help": "CBAM spatial-gate kernel size."})
+
+    def __post_init__(self):
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"Expected `weights` to be one of 'imagenet' or None, but got `weights={self.weights!r}`.")
+        if self.stem not in STEMS:
+            raise ValueError(f"Expected `stem` to be one of {STEMS}, but got `stem={self.stem!r}`.")
+        if not isinstance(self.attention, bool):
+            raise ValueError(f"Expected `attention` to be True or False, but got `attention={self.attention!r}`.")
+        for key in ("feature_dim", "input_size"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Expected `{key}` to be a positive integer or None, but got `{key}={value!r}`.")
+        if self.input_size is not None and self.input_size < 32:
+            raise ValueError(
+                f"Expected `input_size` of at least 32 pixels (the networks downsample 32x), "
+                f"but got `input_size={self.input_size}`."
+            )
+        for key in ("cbam_reduction", "cbam_kernel_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected `{key}` to be a positive integer, but got `{key}={value!r}`.")
+
+    @classmethod
+    def public(cls, name: str, variant: str | None = None, **overrides) -> "BackboneConfig":
+        """The publicly available architecture: RGB stem, no CBAM, native feature width."""
+        return cls(name=name, variant=variant, **{"attention": False, "stem": "rgb", "feature_dim": None, **overrides})
+
+    def model_name(self, base: str) -> str:
+        """``base`` plus ``_cbam`` and ``_grey`` where those apply, e.g. ``mobilenetv3_large_cbam_grey``."""
+        return base + ("_cbam" if self.attention else "") + ("_grey" if self.stem == "grey" else "")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.stem == "grey" else 3
+
+    def replace(self, **changes) -> "BackboneConfig":
+        return dataclasses.replace(self, **changes)
