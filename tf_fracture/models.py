@@ -57,12 +57,13 @@ def build_classifier(
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logit = keras.layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
-    return keras.Model(backbone.inputs, logit, name=f"{backbone.name}_classifier")
+    return keras.Model(backbone.input, logit, name=f"{backbone.name}_classifier")
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The sub-model of a backbone or classifier from its image input to its ``"features"`` layer."""
-    return keras.Model(model.inputs, _features_tensor(model), name=f"{model.name.removesuffix('_classifier')}_features")
+    features = _features_tensor(model)
+    return keras.Model(model.input, features, name=f"{model.name.removesuffix('_classifier')}_features")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class FusionConfig:
         _check_rate("dropout", self.dropout)
         if self.normalization not in NORMALISATIONS:
             raise ValueError(
-                f"Expected `normalization` to be one of {NORMALISATIONS}, but got `normalization={self.normalization!r}`."
+                f"Expected `normalization` to be one of {NORMALISATIONS}, "
+                f"but got `normalization={self.normalization!r}`."
             )
         if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in self.hidden_units):
             raise ValueError(f"Expected `hidden_units` to be positive integers, but got {self.hidden_units!r}.")
@@ -96,8 +98,9 @@ def build_fusion(
 
     Args:
         members: classifiers or backbones (each with a ``"features"`` layer), or paths to
-            ones saved as ``.keras`` files. The method uses ConvNeXt, EfficientNetV2 and
-            MobileNetV3 with 768-d features, so 2304 fused features.
+            ones saved as ``.keras`` files. Their feature extractors are copied, weights
+            included: training or freezing the fusion leaves the members untouched. The
+            method fuses ConvNeXt, EfficientNetV2 and MobileNetV3, 768-d each: 2304 features.
         config: the head, and whether the members are trained or frozen.
         input_size: the square input size; None accepts any size.
         name: the model's name.
@@ -109,7 +112,7 @@ def build_fusion(
     config = FusionConfig() if config is None else config
     if isinstance(members, (str, os.PathLike, keras.Model)) or len(members) < 2:
         raise ValueError("`members` must be a sequence of at least two models or .keras paths.")
-    extractors = [feature_extractor(_as_model(member)) for member in members]
+    extractors = [_copy(feature_extractor(_as_model(member))) for member in members]
     names = [extractor.name for extractor in extractors]
     if len(set(names)) != len(names):
         raise ValueError(f"Fusion members must be different models, but their names repeat: {names}.")
@@ -148,6 +151,12 @@ def _as_model(member) -> keras.Model:
     if isinstance(member, (str, os.PathLike)):
         return load_model(member, compile=False)
     raise ValueError(f"Expected a fusion member to be a keras.Model or a .keras path, but got {type(member).__name__}.")
+
+
+def _copy(model: keras.Model) -> keras.Model:
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _features_tensor(model: keras.Model):

@@ -56,7 +56,7 @@ class BackboneConfig:
                 raise ValueError(f"Expected `{key}` to be a positive integer, but got `{key}={value!r}`.")
 
     @classmethod
-    def public(cls, name: str, variant: str | None = None, **overrides) -> "BackboneConfig":
+    def public(cls, name: str, variant: str | None = None, **overrides) -> BackboneConfig:
         """The publicly available architecture: RGB stem, no CBAM, native feature width."""
         return cls(name=name, variant=variant, **{"attention": False, "stem": "rgb", "feature_dim": None, **overrides})
 
@@ -68,5 +68,5 @@ class BackboneConfig:
     def channels(self) -> int:
         return 1 if self.stem == "grey" else 3
 
-    def replace(self, **changes) -> "BackboneConfig":
+    def replace(self, **changes) -> BackboneConfig:
         return dataclasses.replace(self, **changes)

@@ -49,7 +49,7 @@ def build_convnext(config: BackboneConfig, variant: str, source: keras.Model | N
     inputs = keras.Input((config.input_size, config.input_size, config.channels), name="image")
     x = keras.layers.Conv2D(WIDTHS[0], 4, strides=4, name=f"{prefix}_stem_conv")(inputs)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_stem_layernorm")(x)
-    for stage, (depth, width) in enumerate(zip(DEPTHS[variant], WIDTHS)):
+    for stage, (depth, width) in enumerate(zip(DEPTHS[variant], WIDTHS, strict=True)):
         if stage > 0:
             x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_downsampling_layernorm_{stage - 1}")(x)
             x = keras.layers.Conv2D(width, 2, strides=2, name=f"{prefix}_downsampling_conv_{stage - 1}")(x)

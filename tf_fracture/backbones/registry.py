@@ -42,9 +42,7 @@ def get_family(name: str) -> BackboneFamily:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown backbone {name!r}. Valid backbones: {', '.join(available_backbones())}."
-        ) from None
+        raise ValueError(f"Unknown backbone {name!r}. Valid backbones: {', '.join(available_backbones())}.") from None
 
 
 def resolve_variant(family: BackboneFamily, variant: str | None) -> str:
@@ -52,7 +50,6 @@ def resolve_variant(family: BackboneFamily, variant: str | None) -> str:
         return family.default_variant
     if variant not in family.variants:
         raise ValueError(
-            f"Unknown variant {variant!r} of backbone {family.name!r}. "
-            f"Valid variants: {', '.join(family.variants)}."
+            f"Unknown variant {variant!r} of backbone {family.name!r}. Valid variants: {', '.join(family.variants)}."
         )
     return variant

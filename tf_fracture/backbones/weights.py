@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Mapping
 
 import keras
@@ -18,7 +19,10 @@ def load_keras_application(constructor: Callable[..., keras.Model], weights: str
     A failed download becomes a `WeightsUnavailableError` that says how to proceed offline.
     """
     try:
-        return constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
+        with warnings.catch_warnings():
+            # MobileNetV3 warns that its weights were trained at 224 px; any size is intended here.
+            warnings.filterwarnings("ignore", message=".*Weights for input shape", category=UserWarning)
+            return constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
     except Exception as error:  # Keras' get_file raises a bare Exception on network errors.
         if weights == "imagenet" and ("URL fetch failure" in str(error) or isinstance(error, OSError)):
             raise WeightsUnavailableError(
@@ -43,9 +47,7 @@ def grey_kernel(kernel: np.ndarray, scale: np.ndarray | None = None) -> np.ndarr
     return kernel.sum(axis=2, keepdims=True)
 
 
-def fold_normalisation(
-    kernel: np.ndarray, bias: np.ndarray, mean, std, grey: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def fold_normalisation(kernel: np.ndarray, bias: np.ndarray, mean, std, grey: bool) -> tuple[np.ndarray, np.ndarray]:
     """Folds ``(x - mean) / std`` (per RGB channel) into the *unpadded* conv that follows it.
 
     ``conv((x - m) / s) = conv_{W / s}(x) - sum(W * m / s)``; exact only when the conv has no

@@ -3,4 +3,4 @@
 from tf_fracture.layers.cbam import CBAM, ChannelGate, SpatialGate
 from tf_fracture.layers.residual import LayerScale
 
-__all__ = ["CBAM", "ChannelGate", "SpatialGate", "LayerScale"]
+__all__ = ["CBAM", "ChannelGate", "LayerScale", "SpatialGate"]

@@ -31,8 +31,7 @@ def _check_rank4(layer: keras.layers.Layer, input_shape) -> int:
     channels = input_shape[-1]
     if channels is None:
         raise ValueError(
-            f"{layer.__class__.__name__} needs a known channel count, but the input "
-            f"shape is {tuple(input_shape)}."
+            f"{layer.__class__.__name__} needs a known channel count, but the input shape is {tuple(input_shape)}."
         )
     return int(channels)
 
@@ -59,9 +58,7 @@ class ChannelGate(keras.layers.Layer):
     def build(self, input_shape):
         channels = _check_rank4(self, input_shape)
         hidden = max(1, channels // self.reduction)
-        self.mlp_hidden = keras.layers.Dense(
-            hidden, activation="relu", name="mlp_hidden", dtype=self.dtype_policy
-        )
+        self.mlp_hidden = keras.layers.Dense(hidden, activation="relu", name="mlp_hidden", dtype=self.dtype_policy)
         self.mlp_out = keras.layers.Dense(channels, name="mlp_out", dtype=self.dtype_policy)
         self.mlp_hidden.build((None, channels))
         self.mlp_out.build((None, hidden))
@@ -124,9 +121,7 @@ class SpatialGate(keras.layers.Layer):
 
     def attention(self, x, training=None):
         """The per-position gate in (0, 1), shape ``(batch, height, width, 1)``."""
-        pooled = ops.concatenate(
-            [ops.max(x, axis=-1, keepdims=True), ops.mean(x, axis=-1, keepdims=True)], axis=-1
-        )
+        pooled = ops.concatenate([ops.max(x, axis=-1, keepdims=True), ops.mean(x, axis=-1, keepdims=True)], axis=-1)
         return ops.sigmoid(self.bn(self.conv(pooled), training=training))
 
     def call(self, x, training=None):

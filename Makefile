@@ -1,0 +1,30 @@
+# The two commands of the README:
+#   make demo   - set up .venv/ and run the main job on built-in synthetic data
+#   make test   - set up .venv/ and run the linter and the test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m tf_fracture.smoke
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/python -m pytest
+
+benchmark: $(STAMP)
+	$(VENV)/bin/python benchmarks/models_benchmark.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
