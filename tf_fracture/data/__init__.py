@@ -1,0 +1,1 @@
+"""Data: reading radiographs, the method's preprocessing, augmentation and tf.data pipelines."""
