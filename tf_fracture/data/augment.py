@@ -1,0 +1,167 @@
+"""Geometric augmentation of the method: rotation, horizontal flip, scale and translation.
+
+All four are composed into one affine matrix per image and applied with a single
+bilinear resampling (``keras.ops.image.affine_transform``: one pass, not four, so no
+compounded blur, and it runs on a GPU where there is one). There are no brightness or
+contrast changes: the method leaves intensities to CLAHE.
+
+Two entry points share the same sampling and matrix code:
+
+* `augment_batch(images, seed, config)` - stateless: the same seed gives the same result,
+  eagerly or inside ``tf.data`` (the input pipeline uses it);
+* `RandomAffine` - a serialisable Keras layer (active only when ``training=True``) for
+  putting the augmentation inside a model instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random geometric transform (the method's values by default)."""
+
+    max_rotation_degrees: float = field(default=60.0, metadata={"help": "Rotation uniform in [-max, max] degrees."})
+    flip_probability: float = field(default=0.75, metadata={"help": "Probability of a horizontal flip."})
+    scale_range: tuple[float, float] = field(default=(0.85, 1.1), metadata={"help": "Zoom factor range."})
+    translation_range: tuple[float, float] = field(
+        default=(0.02, 0.12),
+        metadata={"help": "Shift on each axis: |shift| uniform in this range (fraction of the size), random sign."},
+    )
+    fill_value: float = field(default=0.0, metadata={"help": "Value of pixels moved in from outside (black)."})
+
+    def __post_init__(self):
+        if not 0.0 <= self.max_rotation_degrees <= 180.0:
+            raise ValueError(f"Expected `max_rotation_degrees` in [0, 180], but got {self.max_rotation_degrees!r}.")
+        if not 0.0 <= self.flip_probability <= 1.0:
+            raise ValueError(f"Expected `flip_probability` in [0, 1], but got {self.flip_probability!r}.")
+        low, high = self.scale_range
+        if not 0.0 < low <= high:
+            raise ValueError(f"Expected `scale_range` (low, high) with 0 < low <= high, but got {self.scale_range!r}.")
+        low, high = self.translation_range
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(
+                "Expected `translation_range` (low, high) with 0 <= low <= high < 1, "
+                f"but got {self.translation_range!r}."
+            )
+
+
+def affine_matrices(angle, scale, shift_x, shift_y, flip, height, width):
+    """Output-to-input transforms ``[a0, a1, a2, b0, b1, b2, 0, 0]`` (one row per image).
+
+    The forward map, about the image centre ``c``, is ``p_out = c + s * R(angle) * F * (p_in - c) + t``
+    with ``F`` a horizontal flip where ``flip`` is 1 and ``t = (shift_x * width, shift_y * height)``;
+    ``affine_transform`` needs its inverse, ``p_in = M (p_out - c - t) + c`` with ``M = F R(-angle) / s``.
+    Angles in radians, positive = counter-clockwise on screen (y points down).
+    """
+    angle, scale, shift_x, shift_y, flip = (ops.cast(v, "float32") for v in (angle, scale, shift_x, shift_y, flip))
+    cx = (ops.cast(width, "float32") - 1.0) / 2.0
+    cy = (ops.cast(height, "float32") - 1.0) / 2.0
+    tx = shift_x * ops.cast(width, "float32")
+    ty = shift_y * ops.cast(height, "float32")
+    cos, sin = ops.cos(angle) / scale, ops.sin(angle) / scale
+    sign = 1.0 - 2.0 * flip  # -1 mirrors x
+    # R(-angle) for y-down image coordinates; F applied last in the inverse, i.e. to the x row.
+    m00, m01 = sign * cos, sign * -sin
+    m10, m11 = sin, cos
+    ux, uy = cx + tx, cy + ty
+    a2 = cx - (m00 * ux + m01 * uy)
+    b2 = cy - (m10 * ux + m11 * uy)
+    zeros = ops.zeros_like(angle)
+    return ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=-1)
+
+
+def sample_parameters(seed, batch_size, config: AugmentConfig = AugmentConfig()):
+    """Stateless draw of ``(angle, scale, shift_x, shift_y, flip)`` for a batch; ``seed`` is 2 ints."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+
+    def uniform(i, low, high):
+        return tf.random.stateless_uniform([batch_size], seed=seeds[i], minval=low, maxval=high)
+
+    max_angle = math.radians(config.max_rotation_degrees)
+    angle = uniform(0, -max_angle, max_angle)
+    scale = uniform(1, *config.scale_range)
+    shift_x = uniform(2, *config.translation_range) * _random_sign(seeds[3], batch_size)
+    shift_y = uniform(4, *config.translation_range) * _random_sign(tf.reverse(seeds[3], [0]), batch_size)
+    flip = tf.cast(uniform(5, 0.0, 1.0) < config.flip_probability, tf.float32)
+    return angle, scale, shift_x, shift_y, flip
+
+
+def augment_batch(images, seed, config: AugmentConfig = AugmentConfig()):
+    """Randomly transforms a batch ``(B, H, W, C)``; the same ``seed`` (2 ints) gives the same output."""
+    images = tf.convert_to_tensor(images)
+    dtype = images.dtype
+    shape = tf.shape(images)
+    params = sample_parameters(seed, shape[0], config)
+    matrices = affine_matrices(*params, shape[1], shape[2])
+    out = ops.image.affine_transform(
+        tf.cast(images, tf.float32), matrices, "bilinear", fill_mode="constant", fill_value=config.fill_value
+    )
+    if dtype.is_integer:
+        out = tf.clip_by_value(tf.round(out), dtype.min, dtype.max)
+    return tf.cast(out, dtype)
+
+
+def _random_sign(seed, n):
+    return tf.where(tf.random.stateless_uniform([n], seed=seed) < 0.5, -1.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="tf_fracture")
+class RandomAffine(keras.layers.Layer):
+    """The method's random rotation, flip, scale and translation as one Keras layer.
+
+    Active only with ``training=True``; otherwise the identity.
+
+    Args:
+        max_rotation_degrees, flip_probability, scale_range, translation_range, fill_value:
+            see `AugmentConfig` (defaults: 60, 0.75, (0.85, 1.1), (0.02, 0.12), 0).
+        seed: seed of the layer's random generator.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((None, None, 1)), RandomAffine(seed=0)])
+    """
+
+    def __init__(
+        self,
+        max_rotation_degrees=60.0,
+        flip_probability=0.75,
+        scale_range=(0.85, 1.1),
+        translation_range=(0.02, 0.12),
+        fill_value=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.config = AugmentConfig(
+            float(max_rotation_degrees), float(flip_probability), tuple(scale_range), tuple(translation_range),
+            float(fill_value),
+        )  # fmt: skip
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        seed = keras.random.randint((2,), 0, 2**31 - 1, seed=self.seed_generator)
+        return augment_batch(images, seed, self.config)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        c = self.config
+        return {
+            **super().get_config(),
+            "max_rotation_degrees": c.max_rotation_degrees,
+            "flip_probability": c.flip_probability,
+            "scale_range": list(c.scale_range),
+            "translation_range": list(c.translation_range),
+            "fill_value": c.fill_value,
+            "seed": self.seed,
+        }
