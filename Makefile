@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The real-data tests read FracAtlas from here (CI sets it; see ../shared/README.md).
+TF_FRACTURE_FRACATLAS ?= $(wildcard $(abspath ../shared/fracatlas/FracAtlas))
+export TF_FRACTURE_FRACATLAS
 
 .PHONY: demo test lint benchmark clean
 

@@ -104,7 +104,11 @@ def test_preprocessing_runs_once_with_cache(monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"batch_size": 0}, "batch_size"), ({"augmented_copies": -1}, "augmented_copies"), ({"shuffle_buffer": 1.5}, "")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"augmented_copies": -1}, "augmented_copies"),
+        ({"shuffle_buffer": 1.5}, "shuffle_buffer"),
+    ],
 )
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
