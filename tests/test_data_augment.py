@@ -72,6 +72,21 @@ def test_augment_batch_is_deterministic_and_the_same_inside_tf_data(rng):
     np.testing.assert_array_equal(eager, mapped)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_opencv_and_keras_engines_agree(rng, dtype):
+    yy, xx = np.mgrid[0:40, 0:56]
+    smooth = (120 + 80 * np.sin(xx / 6.0) * np.cos(yy / 8.0)).astype(dtype)
+    images = np.stack([smooth, smooth[::-1]])[..., None]
+    seed = tf.constant([5, 9], tf.int64)
+    fast = np.asarray(augment_batch(images, seed, engine="opencv"), np.float32)
+    reference = np.asarray(augment_batch(images, seed, engine="keras"), np.float32)
+    assert fast.dtype == np.float32 and not np.allclose(fast, images)
+    # Same matrices; OpenCV's 5-bit interpolation weights and border blending differ slightly.
+    np.testing.assert_allclose(fast[:, 2:-2, 2:-2], reference[:, 2:-2, 2:-2], atol=4)
+    with pytest.raises(ValueError, match="engine"):
+        augment_batch(images, seed, engine="torch")
+
+
 def test_no_intensity_changes():
     # A constant image stays constant wherever no border pixel is pulled in.
     images = np.full((64, 16, 16, 1), 100, np.float32)

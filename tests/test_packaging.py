@@ -40,3 +40,32 @@ def test_every_dataset_folder_is_an_installed_package():
         if "__init__.py" in files
     }
     assert on_disk <= packages
+
+
+def test_tfds_build_command_works_on_a_dataset_folder(tmp_path):
+    """`tfds build datasets/<name>` (the TFDS command line) builds our folder-style builders."""
+    tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
+    folder = os.path.join(ROOT, "datasets", "fracatlas")
+    out = subprocess.run(
+        [tfds_cli, "build", folder, "--data_dir", str(tmp_path), "--manual_dir", os.path.join(folder, "dummy_data")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    built = tmp_path / "fracatlas" / "default" / "1.0.0"
+    assert (built / "dataset_info.json").is_file()
+    assert sorted(p.name.split(".")[0] for p in built.glob("fracatlas-*.tfrecord*")) == [
+        "fracatlas-test",
+        "fracatlas-train",
+        "fracatlas-validation",
+    ]
+
+
+def test_every_builder_is_registered_by_tf_fracture_datasets():
+    import tensorflow_datasets as tfds
+
+    import tf_fracture.datasets
+
+    for name in ("mura", "elbow", "fracatlas", "synthetic_xray"):
+        assert tfds.builder_cls(name) is tf_fracture.datasets.BUILDERS[name]

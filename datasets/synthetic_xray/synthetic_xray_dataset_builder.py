@@ -1,0 +1,112 @@
+"""synthetic_xray: radiograph-like images with and without fractures, generated in-process.
+
+Nothing is downloaded: every example is rendered by `tf_fracture.data.synthetic.generate_radiograph`
+from (seed, index), so a build is deterministic and the splits are disjoint by construction
+(each split draws from its own index range). Every image is its own synthetic patient.
+
+    import tensorflow_datasets as tfds
+    import tf_fracture_datasets.synthetic_xray.synthetic_xray_dataset_builder  # noqa: F401
+
+    ds = tfds.load("synthetic_xray/tiny", split="train")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from tf_fracture.data.synthetic import FRACTURE_KINDS, LABEL_NAMES, generate_radiograph
+
+# Each split renders indices [offset, offset + size): disjoint for any size up to the gap, and a
+# split's images do not change when another split grows.
+SPLIT_OFFSETS = {"train": 0, "validation": 10**8, "test": 2 * 10**8}
+
+
+@dataclasses.dataclass
+class SyntheticXrayConfig(tfds.core.BuilderConfig):
+    """Split sizes, image size and seed of a synthetic_xray build."""
+
+    num_train: int = 2000
+    num_validation: int = 250
+    num_test: int = 250
+    image_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        for key in ("num_train", "num_validation", "num_test"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**8:
+                raise ValueError(f"Expected `{key}` to be an integer in [0, 10**8], but got `{key}={value!r}`.")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 32:
+            raise ValueError(f"Expected `image_size` to be an integer of at least 32, but got `{self.image_size!r}`.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Expected `seed` to be a non-negative integer, but got `seed={self.seed!r}`.")
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """Synthetic radiographs with and without fractures, balanced 50/50."""
+
+    # TFDS would otherwise resolve README/CITATIONS through the namespace package
+    # `tf_fracture_datasets`, which importlib.resources cannot do under an editable install.
+    code_path = epath.Path(__file__)
+    pkg_dir_path = code_path.parent
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [
+        SyntheticXrayConfig(name="default", description="2000/250/250 images at 256 px."),
+        SyntheticXrayConfig(
+            name="tiny",
+            description="24/8/8 images at 64 px, for tests.",
+            num_train=24,
+            num_validation=8,
+            num_test=8,
+            image_size=64,
+        ),
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
+                    "label": tfds.features.ClassLabel(names=list(LABEL_NAMES)),
+                    "patient_id": tfds.features.Text(),
+                    "filename": tfds.features.Text(),
+                    "fracture_kind": tfds.features.ClassLabel(names=list(FRACTURE_KINDS)),
+                    "num_bones": np.int32,
+                    # None or one box around the fracture, as FracAtlas' fracture boxes.
+                    "fracture_boxes": tfds.features.Sequence(tfds.features.BBoxFeature()),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        del dl_manager  # nothing to download
+        sizes = {
+            "train": self.builder_config.num_train,
+            "validation": self.builder_config.num_validation,
+            "test": self.builder_config.num_test,
+        }
+        return {split: self._generate_examples(SPLIT_OFFSETS[split], size) for split, size in sizes.items()}
+
+    def _generate_examples(self, offset: int, size: int):
+        config = self.builder_config
+        for index in range(offset, offset + size):
+            sample = generate_radiograph(index, size=config.image_size, seed=config.seed)
+            boxes = [tfds.features.BBox(*sample.fracture_box)] if sample.fracture_box else []
+            yield (
+                sample.patient_id,
+                {
+                    "image": sample.image[..., None],
+                    "label": sample.label,
+                    "patient_id": sample.patient_id,
+                    "filename": f"{sample.patient_id}.png",
+                    "fracture_kind": sample.fracture_kind,
+                    "num_bones": sample.num_bones,
+                    "fracture_boxes": boxes,
+                },
+            )
