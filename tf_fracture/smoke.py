@@ -1,10 +1,13 @@
-"""Smoke run: build every model of the method, run it on a synthetic radiograph, print a summary.
+"""Smoke run: the built-in synthetic dataset through the data pipeline into every model.
 
     python -m tf_fracture.smoke                  # random init, works offline
-    python -m tf_fracture.smoke --weights imagenet --size 384 --keras-summary
+    python -m tf_fracture.smoke --weights imagenet --stage mura --keras-summary
 
-This is the README's main command until the training CLI (``python -m tf_fracture.train``)
-lands; it proves the install and the models on a fresh machine.
+It builds the ``synthetic_xray/tiny`` TFDS dataset, takes one training batch through the
+method's preprocessing (resize, CLAHE, unsharp masking) and augmentation, builds the three
+classifiers and the fusion model, and runs each on the batch. This is the README's main
+command until the training CLI (``python -m tf_fracture.train``) lands; it proves the install,
+the data path and the models on a fresh machine.
 """
 
 from __future__ import annotations
@@ -12,29 +15,35 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def synthetic_radiograph(size: int, seed: int = 0):
-    """A crude bone-like test image in [0, 255]: a bright bar with a darker medulla, plus noise."""
-    import numpy as np
+def synthetic_batch(stage: str, data_dir: str, batch_size: int):
+    """One augmented training batch of ``synthetic_xray/tiny`` at the stage's preset."""
+    import tensorflow_datasets as tfds
 
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    image = 40 + 30 * np.exp(-((xx - 0.5) ** 2) / 0.08)  # soft tissue
-    shaft = np.abs(xx - 0.5 - 0.1 * (yy - 0.5)) < 0.09
-    image = np.where(shaft, 200, image)
-    image = np.where(np.abs(xx - 0.5 - 0.1 * (yy - 0.5)) < 0.04, 150, image)
-    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255)
-    return image.astype("float32")[None, :, :, None]
+    import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
+    from tf_fracture.data.pipeline import PipelineConfig, training_pipeline
+    from tf_fracture.data.preprocess import PREPROCESS_PRESETS
+
+    split = tfds.load("synthetic_xray/tiny", split="train", data_dir=data_dir)
+    pipeline = training_pipeline(
+        split, PREPROCESS_PRESETS[stage], PipelineConfig(batch_size=batch_size, augmented_copies=1, seed=0)
+    )
+    return next(iter(pipeline))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", choices=("none", "imagenet"), default="none", help="backbone initialisation")
-    parser.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
+    parser.add_argument(
+        "--stage", choices=("mura", "elbow"), default="mura", help="preprocessing preset: 384 px (mura), 584 px (elbow)"
+    )
+    parser.add_argument("--batch", type=int, default=4, help="images in the batch (default 4)")
+    parser.add_argument("--data-dir", default=None, help="TFDS data directory (default: a temporary one)")
     parser.add_argument("--keras-summary", action="store_true", help="also print Keras' full layer summaries")
     args = parser.parse_args(argv)
 
@@ -45,9 +54,17 @@ def main(argv=None) -> int:
     from tf_fracture.models import build_classifier, build_fusion
 
     weights = None if args.weights == "none" else "imagenet"
-    image = synthetic_radiograph(args.size)
-    print(f"tf-fracture smoke run: weights={args.weights}, input 1x{args.size}x{args.size}x1 (synthetic radiograph)\n")
-    print(f"{'model':<40} {'params':>11} {'features':>9} {'CBAM blocks':>12} {'logit':>9} {'build s':>8}")
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    with tempfile.TemporaryDirectory() as scratch:
+        images, labels = synthetic_batch(args.stage, args.data_dir or scratch, args.batch)
+    image = images.numpy()
+    print(
+        f"tf-fracture smoke run: weights={args.weights}; one {args.stage} training batch of synthetic_xray/tiny, "
+        f"{tuple(image.shape)}, labels {labels.numpy().astype(int).tolist()}\n"
+    )
+    print(f"{'model':<40} {'params':>11} {'features':>9} {'CBAM blocks':>12}  {'logits':<28} {'build s':>6}")
     models = []
     try:
         for name in available_backbones():
@@ -71,11 +88,14 @@ def main(argv=None) -> int:
 def _report(model, image, start, cbam_class, features="features"):
     import numpy as np
 
-    logit = float(np.asarray(model(image, training=False))[0, 0])
+    logits = np.asarray(model(image, training=False))[:, 0]
     width = model.get_layer(features).output.shape[-1]
     blocks = sum(isinstance(layer, cbam_class) for layer in _all_layers(model))
     elapsed = time.perf_counter() - start
-    print(f"{model.name:<40} {model.count_params():>11,} {width:>9} {blocks:>12} {logit:>9.4f} {elapsed:>8.1f}")
+    if not np.all(np.isfinite(logits)):
+        raise RuntimeError(f"{model.name} gave non-finite logits {logits}")
+    logit = " ".join(f"{v:+.3f}" for v in logits)
+    print(f"{model.name:<40} {model.count_params():>11,} {width:>9} {blocks:>12}  {logit:<28} {elapsed:>6.1f}")
 
 
 def _all_layers(model):
