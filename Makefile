@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m tf_fracture.smoke
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --check --no-cache .
 
 test: lint
 	$(VENV)/bin/python -m pytest

@@ -15,8 +15,3 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-def images(rng, batch=2, size=64, channels=1):
-    """Raw-pixel images in [0, 255], as every model expects."""
-    return (rng.random((batch, size, size, channels)) * 255).astype("float32")

@@ -5,7 +5,7 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
-from conftest import images
+from helpers import images
 
 from tf_fracture.backbones import (
     BackboneConfig,

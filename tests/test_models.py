@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import images
+from helpers import images
 
 from tf_fracture.backbones import available_backbones, build_backbone
 from tf_fracture.models import FusionConfig, build_classifier, build_fusion, feature_extractor, load_model
