@@ -154,3 +154,16 @@ def test_fusion_rejects_repeated_or_incompatible_members(classifiers):
     plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
     with pytest.raises(ValueError, match="no layer named 'features'"):
         build_fusion([convnext, plain])
+
+
+def test_mixed_precision_classifier_computes_in_float16_and_returns_float32(rng):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_classifier("mobilenetv3", "small", weights=None)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.get_layer("top_cbam").compute_dtype == "float16"
+    assert model.get_layer("features").output.dtype == "float16"
+    logits = model(images(rng, size=64))
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32" and np.isfinite(np.asarray(logits)).all()
