@@ -82,6 +82,11 @@ def main(argv=None) -> int:
         for model in [*models, fusion]:
             model.summary(line_length=120)
     print(f"\nAll {len(models) + 1} models built and ran (Keras {keras.__version__}).")
+    if weights is None:
+        print(
+            "Random initialisation: the logits only show that the models run. Untrained networks in inference "
+            "mode can give huge values (Keras' own EfficientNetV2-M does too); train or use --weights imagenet."
+        )
     return 0
 
 
