@@ -1,11 +1,13 @@
 """A hospital's elbow radiographs (AP or lateral), labelled from their file names.
 
 Manual download: `manual_dir` holds the images (PNG, JPEG or DICOM, in any sub-folders) and
-optionally `manifest.csv`. Classes: *injury* (untreated fracture and/or dislocation) and *normal*
-(everything else, treated fractures included), from the keyword table in `labels.py`
-(configurable through `ElbowConfig.label_table`). A manifest row (`path,label[,patient_id][,view]`)
-overrides what the file name says. Names that match no rule, manifest rows without a file and
-unreadable images are left out, logged and listed in `builder.info.metadata`.
+optionally `manifest.csv` and `label_rules.json`. Classes: *injury* (untreated fracture and/or
+dislocation) and *normal* (everything else, treated and healed injuries included), read from the
+file names by `label_rules.py` (negation, uncertainty, treatment before/after; vocabulary changed
+by `label_rules.json` or `ElbowConfig.label_rules`). A manifest row (`path,label[,patient_id][,view]`)
+overrides what the file name says. Names the rules cannot label (no rule, uncertain, contradictory),
+manifest rows without a file and unreadable images are left out, logged and listed in
+`builder.info.metadata`.
 
 The split is deterministic 80/10/10 (`train`/`validation`/`test`), grouped by patient where a
 patient id is known and stratified by class and view.
@@ -29,10 +31,11 @@ from tf_fracture.data.io import ImageReadError, read_image
 from tf_fracture.data.splits import grouped_stratified_split
 from tf_fracture_datasets.elbow.labels import (
     CLASS_NAMES,
-    DEFAULT_LABEL_TABLE,
+    DEFAULT_LABEL_RULES,
     DEFAULT_PATIENT_ID_PATTERN,
     VIEW_NAMES,
-    LabelTable,
+    LabelRules,
+    explain_label,
     label_from_filename,
     parse_label,
     parse_view,
@@ -53,7 +56,9 @@ class ElbowConfig(tfds.core.BuilderConfig):
     """How file names become labels, and how the set is split.
 
     Args:
-        label_table: ordered keyword rules (see `labels.DEFAULT_LABEL_TABLE`).
+        label_rules: the file-name rules (see `label_rules.DEFAULT_LABEL_RULES`).
+        rules_file: name of the optional JSON rule file in `manual_dir` that changes `label_rules`
+            (see the README); a bad file stops the build with the file and the problem named.
         patient_id_pattern: regular expression whose first group is the patient id, searched in
             the file name.
         train, validation, test: split fractions, summing to 1.
@@ -61,17 +66,21 @@ class ElbowConfig(tfds.core.BuilderConfig):
         manifest: name of the optional manifest in `manual_dir`.
     """
 
-    label_table: LabelTable = DEFAULT_LABEL_TABLE
+    label_rules: LabelRules = DEFAULT_LABEL_RULES
     patient_id_pattern: str = DEFAULT_PATIENT_ID_PATTERN
     train: float = 0.8
     validation: float = 0.1
     test: float = 0.1
     seed: int = 0
     manifest: str = "manifest.csv"
+    rules_file: str = "label_rules.json"
 
     def __post_init__(self):
-        if not isinstance(self.label_table, LabelTable):
-            raise ValueError(f"Expected `label_table` to be a labels.LabelTable, but got {type(self.label_table)}.")
+        if not isinstance(self.label_rules, LabelRules):
+            raise ValueError(
+                f"Expected `label_rules` to be a label_rules.LabelRules (e.g. LabelRules.from_file(path)), "
+                f"but got {type(self.label_rules).__name__}."
+            )
         try:
             groups = re.compile(self.patient_id_pattern).groups
         except re.error as error:
@@ -102,8 +111,10 @@ class ElbowItem:
 @dataclasses.dataclass
 class ElbowScan:
     items: list[ElbowItem]
-    unmatched: list[str]  # images whose name matches no rule and that no manifest row labels
+    unmatched: dict[str, str]  # images the name rules cannot label and no manifest row labels: path -> reason
     missing: dict[str, str]  # manifest rows without an image: path -> reason
+    rules: LabelRules  # the rules used: config.label_rules, changed by manual_dir's rule file
+    rules_file: str  # that rule file's path, "" when there is none
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -146,7 +157,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         root = str(dl_manager.manual_dir)
         scan = scan_manual_dir(root, config)
         _report(
-            "match no labelling rule and are left out (label them in manifest.csv or extend the label table)",
+            f"match no labelling rule, or are uncertain or contradictory, and are left out (label them in "
+            f"{config.manifest} or change the rules in {config.rules_file})",
             scan.unmatched,
         )
         _report("listed in the manifest are missing", scan.missing)
@@ -157,7 +169,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "manifest.csv to keep each patient in one split.",
                 anonymous,
             )
-        self.info.metadata.update({"unmatched": scan.unmatched, "missing": scan.missing, "unreadable": {}})
+        self.info.metadata.update(
+            {
+                "unmatched": scan.unmatched,
+                "missing": scan.missing,
+                "unreadable": {},
+                "label_rules_file": scan.rules_file,
+                "label_rules": scan.rules.to_dict(),
+            }
+        )
 
         items = scan.items
         split_of = grouped_stratified_split(
@@ -206,15 +226,17 @@ def scan_manual_dir(root: str, config: ElbowConfig) -> ElbowScan:
     """
     files = _list_images(root)
     manifest = _read_manifest(posixpath.join(root, config.manifest))
+    rules, rules_file = _read_rules(posixpath.join(root, config.rules_file), config.label_rules)
     missing = {path: "no such PNG, JPEG or DICOM file under manual_dir" for path in sorted(set(manifest) - set(files))}
-    items, unmatched = [], []
+    items, unmatched = [], {}
     for key in files:
         row = manifest.get(key, {})
         label = row.get("label")
         if label is None:
-            label = label_from_filename(key, config.label_table)
+            decision = explain_label(key, rules)
+            label = decision.label
         if label is None:
-            unmatched.append(key)
+            unmatched[key] = decision.reason
             continue
         patient_id = row.get("patient_id") or patient_id_from_filename(key, config.patient_id_pattern)
         items.append(
@@ -226,7 +248,7 @@ def scan_manual_dir(root: str, config: ElbowConfig) -> ElbowScan:
                 source="manifest" if row.get("label") is not None else "filename",
             )
         )
-    return ElbowScan(items=items, unmatched=unmatched, missing=missing)
+    return ElbowScan(items=items, unmatched=unmatched, missing=missing, rules=rules, rules_file=rules_file)
 
 
 def _list_images(root: str) -> list[str]:
@@ -245,6 +267,17 @@ def _list_images(root: str) -> list[str]:
     if not keys:
         raise FileNotFoundError(f"No {'/'.join(IMAGE_SUFFIXES)} images under manual_dir {root!r}.")
     return sorted(keys)
+
+
+def _read_rules(path: str, base: LabelRules) -> tuple[LabelRules, str]:
+    """`base` changed by the JSON rule file at `path` (read through gfile), if there is one."""
+    if not tf.io.gfile.exists(path):
+        return base, ""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        text = f.read().decode("utf-8-sig")
+    rules = LabelRules.from_json(text, base=base, source=path)
+    log.info("Elbow: label rules changed by %s.", path)
+    return rules, path
 
 
 def _read_manifest(path: str) -> dict[str, dict]:

@@ -9,14 +9,12 @@ import tensorflow_datasets as tfds
 
 from tf_fracture_datasets.elbow import elbow_dataset_builder
 from tf_fracture_datasets.elbow.labels import (
-    DEFAULT_LABEL_TABLE,
-    KeywordRule,
-    LabelTable,
+    DEFAULT_LABEL_RULES,
+    LabelRulesError,
     label_from_filename,
     parse_label,
     parse_view,
     patient_id_from_filename,
-    tokenize,
     view_from_filename,
 )
 
@@ -79,39 +77,10 @@ def test_folders_and_extension_are_ignored():
     assert label_from_filename("P1.fracture") is None  # the extension is not a word
 
 
-def test_custom_table():
-    table = LabelTable.from_pairs([("injury", ["fracture", "fracture cast"]), ("normal", ["normal"])])
-    assert label_from_filename("P3_fracture_cast.png", table) == INJURY
-    assert label_from_filename("P7_contusion.png", table) is None
-    phrase = LabelTable((KeywordRule("normal", ("k wire",)),))
-    assert label_from_filename("P4_K-wire.png", phrase) == NORMAL
-    assert label_from_filename("P4_wire_k.png", phrase) is None  # a phrase matches in order
-    dict_table = LabelTable.from_pairs({"normal": ["cast"], "injury": ["fracture"]})
-    assert label_from_filename("fracture_cast.png", dict_table) == NORMAL
-
-
-def test_default_table_order_treatment_before_injury():
-    labels = [rule.label for rule in DEFAULT_LABEL_TABLE.rules]
-    assert labels[:3] == ["normal", "normal", "injury"]
-    assert "cast" in DEFAULT_LABEL_TABLE.rules[0].keywords
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"label": "broken", "keywords": ("x",)}, "normal, injury"),
-        ({"label": "normal", "keywords": ()}, "no keywords"),
-        ({"label": "normal", "keywords": ("__",)}, "no letters or digits"),
-    ],
-)
-def test_bad_rules(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        KeywordRule(**kwargs)
-
-
-def test_tokenize():
-    assert tokenize("P0012_AP_Supracondylar-Fracture") == ("p", "0012", "ap", "supracondylar", "fracture")
-    assert tokenize("normal12") == ("normal", "12")
+def test_rules_argument_is_used():
+    rules = DEFAULT_LABEL_RULES.with_changes(remove={"treatment": ["cast"]})
+    assert label_from_filename("P3_fracture_cast.png") == NORMAL
+    assert label_from_filename("P3_fracture_cast.png", rules) == INJURY
 
 
 @pytest.mark.parametrize(
@@ -203,11 +172,13 @@ def test_unmatched_and_unreadable_files_are_excluded_and_listed(default_build, t
     assert "scan_0042.png" not in every_file and "P31_AP_fracture.jpg" not in every_file
     assert "notes.txt" not in every_file
     assert len(every_file) == 24
-    assert builder.info.metadata["unmatched"] == ["scan_0042.png"]
+    assert builder.info.metadata["unmatched"] == {"scan_0042.png": "no rule matches"}
+    assert builder.info.metadata["label_rules"] == DEFAULT_LABEL_RULES.to_dict()
+    assert builder.info.metadata["label_rules_file"] == ""
     assert set(builder.info.metadata["unreadable"]) == {"P31_AP_fracture.jpg"}
     with caplog.at_level(logging.WARNING):
         build(tmp_path)
-    assert "match no labelling rule" in caplog.text and "\n  scan_0042.png" in caplog.text
+    assert "match no labelling rule" in caplog.text and "\n  scan_0042.png: no rule matches" in caplog.text
     assert "P31_AP_fracture.jpg" in caplog.text
 
 
@@ -226,7 +197,7 @@ def test_examples_carry_what_the_names_say(default_build):
 
 def test_scan_manual_dir():
     scan = elbow_dataset_builder.scan_manual_dir(str(DUMMY), elbow_dataset_builder.ElbowConfig(name="scan"))
-    assert scan.unmatched == ["scan_0042.png"] and scan.missing == {}
+    assert scan.unmatched == {"scan_0042.png": "no rule matches"} and scan.missing == {}
     assert len(scan.items) == 25  # 26 images (notes.txt is not one), one unmatched; unreadable is found later
     items = {item.key: item for item in scan.items}
     assert items["ward2/P30_AP_normal.png"] == elbow_dataset_builder.ElbowItem(
@@ -260,7 +231,7 @@ def test_manifest_overrides_file_names(tmp_path):
     assert rows["lateral dislocation 3.jpg"]["label"] == INJURY
     assert rows["lateral dislocation 3.jpg"]["patient_id"] == b"41"
     assert rows["P7_contusion.png"]["view"] == 1 and rows["P7_contusion.png"]["patient_id"] == b"7"
-    assert builder.info.metadata["unmatched"] == []
+    assert builder.info.metadata["unmatched"] == {}
     assert set(builder.info.metadata["missing"]) == {"missing.png"}
     assert len(rows) == 25
     assert_no_patient_in_two_splits(by_split)
@@ -286,14 +257,44 @@ def test_bad_manifest_rows_are_named(tmp_path):
         build(tmp_path, manual)
 
 
-def test_custom_config_table(tmp_path):
-    # A table in which a cast does not make a fracture normal, and contusions are not labelled.
-    table = LabelTable.from_pairs([("injury", ["fracture", "dislocation"]), ("normal", ["normal"])])
-    config = elbow_dataset_builder.ElbowConfig(name="strict", label_table=table)
+def test_custom_config_rules(tmp_path):
+    # Rules in which a cast does not make a fracture normal, and contusions are not labelled.
+    rules = DEFAULT_LABEL_RULES.with_changes(remove={"treatment": ["cast"], "minor": ["contusion"]})
+    config = elbow_dataset_builder.ElbowConfig(name="strict", label_rules=rules)
     builder, by_split = build(tmp_path, config=config)
     rows = {name: example for split in by_split.values() for name, example in split.items()}
     assert rows["P3_fracture_cast.png"]["label"] == INJURY
-    assert "P7_contusion.png" in builder.info.metadata["unmatched"]
+    assert builder.info.metadata["unmatched"]["P7_contusion.png"] == "no rule matches"
+
+
+def test_rule_file_in_manual_dir_is_applied(tmp_path):
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY, manual)
+    (manual / "label_rules.json").write_text(
+        '{"comment": "our scans are all fractures", "add": {"injury": ["scan"]}, "remove": {"treatment": ["cast"]}}'
+    )
+    builder, by_split = build(tmp_path, manual)
+    rows = {name: example for split in by_split.values() for name, example in split.items()}
+    assert rows["scan_0042.png"]["label"] == INJURY  # unmatched by default
+    assert rows["P3_fracture_cast.png"]["label"] == INJURY  # normal by default
+    assert builder.info.metadata["unmatched"] == {}
+    assert builder.info.metadata["label_rules_file"].endswith("manual/label_rules.json")
+    assert "scan" in builder.info.metadata["label_rules"]["injury"]
+    scan = elbow_dataset_builder.scan_manual_dir(str(manual), elbow_dataset_builder.ElbowConfig(name="scan"))
+    assert scan.rules == DEFAULT_LABEL_RULES.with_changes(add={"injury": ["scan"]}, remove={"treatment": ["cast"]})
+
+
+def test_bad_rule_file_stops_the_build_naming_it(tmp_path):
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY, manual)
+    (manual / "label_rules.json").write_text('{"add": {"injuries": ["scan"]}}')
+    with pytest.raises(LabelRulesError, match=r"manual/label_rules\.json: `add` names the unknown category 'injuries'"):
+        build(tmp_path, manual)
+    config = elbow_dataset_builder.ElbowConfig(name="other_name", rules_file="rules/ward7.json")
+    (manual / "rules").mkdir()
+    (manual / "rules" / "ward7.json").write_text("{not json")
+    with pytest.raises(LabelRulesError, match=r"rules/ward7\.json is not valid JSON"):
+        elbow_dataset_builder.scan_manual_dir(str(manual), config)
 
 
 @pytest.mark.parametrize(
@@ -302,7 +303,7 @@ def test_custom_config_table(tmp_path):
         ({"patient_id_pattern": r"P\d+"}, "group"),
         ({"patient_id_pattern": r"P(\d+"}, "not a valid regex"),
         ({"train": 0.8, "validation": 0.1, "test": 0.2}, "summing to 1"),
-        ({"label_table": {"normal": ["x"]}}, "LabelTable"),
+        ({"label_rules": {"normal": ["x"]}}, "LabelRules"),
     ],
 )
 def test_bad_config(kwargs, message):

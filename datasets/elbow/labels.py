@@ -1,20 +1,41 @@
 """What an elbow radiograph's file name says: class (normal / injury), view and patient.
 
 The class follows the method's definition: *injury* is an untreated fracture and/or dislocation;
-*normal* is everything else, including a contusion and a fracture that has been treated (cast,
-wires, plate, screws, fixation). File names are split into lower-case word and number tokens
-(`"P0012_AP_Supracondylar-Fracture.png"` -> `p 0012 ap supracondylar fracture`) and matched against
-an ordered table of keyword rules: the first rule with a keyword in the name decides. A keyword of
-several words (`"k wire"`, `"no fracture"`) matches those tokens in a row. A name that matches no
-rule gets no label (`None`): the builder reports it and leaves it out.
+*normal* is everything else, a contusion and a treated or healed injury included. The rules that
+read a name (vocabulary, negation, uncertainty, treatment before/after) are in `label_rules.py`;
+a name they cannot label gets no label (`None`): the builder reports it and leaves it out.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import posixpath
 import re
-from collections.abc import Iterable, Mapping
+
+from tf_fracture_datasets.elbow.label_rules import (
+    DEFAULT_LABEL_RULES,
+    LabelDecision,
+    LabelRules,
+    LabelRulesError,
+    stem_of,
+    tokenize,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_LABEL_RULES",
+    "DEFAULT_PATIENT_ID_PATTERN",
+    "VIEW_NAMES",
+    "LabelDecision",
+    "LabelRules",
+    "LabelRulesError",
+    "explain_label",
+    "label_from_filename",
+    "parse_label",
+    "parse_view",
+    "patient_id_from_filename",
+    "stem_of",
+    "tokenize",
+    "view_from_filename",
+]
 
 CLASS_NAMES = ("normal", "injury")
 VIEW_NAMES = ("ap", "lateral", "unknown")
@@ -22,119 +43,11 @@ VIEW_NAMES = ("ap", "lateral", "unknown")
 # Patient id: "P12", "P0012", "pt-12", "patient_12", "Patient 12" -> "12" (leading zeros dropped).
 DEFAULT_PATIENT_ID_PATTERN = r"(?i)(?<![a-z0-9])(?:patient|pt|p)[ _-]?0*(\d+)(?![0-9])"
 
-_TOKEN = re.compile(r"[a-z]+|\d+")
-
-
-def tokenize(text: str) -> tuple[str, ...]:
-    """Lower-case runs of letters and of digits: `"K-wires_AP2"` -> `("k", "wires", "ap", "2")`."""
-    return tuple(_TOKEN.findall(text.lower()))
-
-
-def stem_of(name: str) -> str:
-    """The file name without folders and extension: `"a/P3_cast.png"` -> `"P3_cast"`."""
-    base = posixpath.basename(name.replace("\\", "/"))
-    return base.rsplit(".", 1)[0] if "." in base else base
-
 
 def _contains(tokens: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
     n = len(phrase)
     return any(tokens[i : i + n] == phrase for i in range(len(tokens) - n + 1))
 
-
-@dataclasses.dataclass(frozen=True)
-class KeywordRule:
-    """Names containing any of `keywords` get class `label`.
-
-    Args:
-        label: `"normal"` or `"injury"`.
-        keywords: words or phrases, matched case-insensitively on whole tokens.
-        description: why the rule exists, for reports.
-    """
-
-    label: str
-    keywords: tuple[str, ...]
-    description: str = ""
-
-    def __post_init__(self):
-        if self.label not in CLASS_NAMES:
-            raise ValueError(f"Expected `label` to be one of {', '.join(CLASS_NAMES)}, but got `label={self.label!r}`.")
-        keywords = (self.keywords,) if isinstance(self.keywords, str) else tuple(self.keywords)
-        if not keywords:
-            raise ValueError(f"The rule for {self.label!r} has no keywords.")
-        for keyword in keywords:
-            if not tokenize(keyword):
-                raise ValueError(f"Keyword {keyword!r} of the {self.label!r} rule has no letters or digits.")
-        object.__setattr__(self, "keywords", keywords)
-        object.__setattr__(self, "_phrases", tuple(tokenize(k) for k in keywords))
-
-    def matches(self, tokens: tuple[str, ...]) -> bool:
-        return any(_contains(tokens, phrase) for phrase in self._phrases)
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelTable:
-    """An ordered keyword-to-class table: the first rule that matches a name decides its class.
-
-    Args:
-        rules: the rules, most specific first (treatment before fracture, for example).
-
-    Example:
-        >>> table = LabelTable.from_pairs([("normal", ["cast", "plate"]), ("injury", ["fracture"])])
-        >>> label_from_filename("P3_fracture_cast.png", table)
-        0
-    """
-
-    rules: tuple[KeywordRule, ...]
-
-    def __post_init__(self):
-        rules = tuple(self.rules)
-        if not rules or not all(isinstance(r, KeywordRule) for r in rules):
-            raise ValueError("Expected `rules` to be a non-empty sequence of KeywordRule.")
-        object.__setattr__(self, "rules", rules)
-
-    @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, Iterable[str]]] | Mapping[str, Iterable[str]]) -> LabelTable:
-        """Builds a table from `(label, keywords)` pairs in priority order (or a dict, in its order)."""
-        items = pairs.items() if isinstance(pairs, Mapping) else pairs
-        return cls(tuple(KeywordRule(label, tuple(keywords)) for label, keywords in items))
-
-    def rule_for(self, name: str) -> KeywordRule | None:
-        tokens = tokenize(stem_of(name))
-        return next((rule for rule in self.rules if rule.matches(tokens)), None)
-
-
-# Treated fractures and reduced dislocations are "normal" in the method's definition.
-TREATMENT_KEYWORDS = (
-    "cast", "casts", "casted", "plaster",
-    "wire", "wires", "wired", "kwire", "kwires",
-    "plate", "plates", "plated", "plating",
-    "screw", "screws",
-    "fixation", "fixator", "fixed", "orif", "crif",
-    "pin", "pins", "pinned", "pinning",
-    "nail", "nails", "implant", "implants",
-    "postop", "post op", "postoperative", "operated", "treated", "reduced",
-)  # fmt: skip
-NEGATION_KEYWORDS = (
-    "no fracture", "no fractures", "no fx", "no dislocation", "without fracture",
-    "non fracture", "nonfracture", "non fractured", "nonfractured", "not fractured", "unfractured",
-)  # fmt: skip
-INJURY_KEYWORDS = (
-    "fracture", "fractures", "fractured", "fx", "broken", "avulsion",
-    "supracondylar", "monteggia",
-    "dislocation", "dislocations", "dislocated", "luxation", "subluxation", "subluxated",
-)  # fmt: skip
-NORMAL_KEYWORDS = (
-    "normal", "contusion", "contusions", "bruise", "bruised", "bruising", "healthy", "negative", "unremarkable",
-)  # fmt: skip
-
-DEFAULT_LABEL_TABLE = LabelTable(
-    (
-        KeywordRule("normal", TREATMENT_KEYWORDS, "treated fracture or reduced dislocation"),
-        KeywordRule("normal", NEGATION_KEYWORDS, "explicitly no fracture or dislocation"),
-        KeywordRule("injury", INJURY_KEYWORDS, "untreated fracture and/or dislocation"),
-        KeywordRule("normal", NORMAL_KEYWORDS, "normal, or a contusion"),
-    )
-)
 
 VIEW_KEYWORDS = {
     "ap": ("ap", "pa", "frontal", "anteroposterior", "posteroanterior"),
@@ -144,23 +57,36 @@ VIEW_KEYWORDS = {
 _ANATOMICAL_LATERAL = re.compile(r"^(?:condyl|epicondyl|humeral|column|collateral|side)")
 
 
-def label_from_filename(name: str, table: LabelTable = DEFAULT_LABEL_TABLE) -> int | None:
-    """The class index a file name implies (0 normal, 1 injury), or None where no rule matches.
+def label_from_filename(name: str, rules: LabelRules = DEFAULT_LABEL_RULES) -> int | None:
+    """The class index a file name implies (0 normal, 1 injury), or None where it cannot be told.
 
     Args:
         name: a file name or path; folders and the extension are ignored.
-        table: the keyword rules, first match wins.
+        rules: the vocabulary (`label_rules.DEFAULT_LABEL_RULES`, or one changed by a rule file).
 
     Example:
         >>> label_from_filename("P0012_AP_supracondylar_fracture.png")
         1
-        >>> label_from_filename("P3_fracture_cast.png")  # treated: normal
+        >>> label_from_filename("P3_fracture_before_cast.png")  # not yet treated: injury
+        1
+        >>> label_from_filename("dislocated_elbow_relocated.png")  # reduced: normal
         0
-        >>> label_from_filename("scan_0042.png") is None
+        >>> label_from_filename("P8_no_obvious_fracture.png")
+        0
+        >>> label_from_filename("query_supracondylar_fracture.png") is None  # uncertain: reported
         True
     """
-    rule = table.rule_for(name)
-    return None if rule is None else CLASS_NAMES.index(rule.label)
+    return rules.decide(name).label
+
+
+def explain_label(name: str, rules: LabelRules = DEFAULT_LABEL_RULES) -> LabelDecision:
+    """`label_from_filename` with the reason, e.g. to check a file list before a build.
+
+    Example:
+        >>> explain_label("fracture_cast_awaiting_ORIF.png")
+        LabelDecision(label=None, reason="contradictory: treated ('cast') and awaiting treatment ('orif')")
+    """
+    return rules.decide(name)
 
 
 def view_from_filename(name: str) -> str:
