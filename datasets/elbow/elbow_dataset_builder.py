@@ -134,7 +134,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     File names say the finding, e.g. `P0012_AP_supracondylar_fracture.png`, `P7_contusion.png`,
     `P3_fracture_cast.png`, `normal_12.png`. Optionally add `manifest.csv` with the columns
     `path,label[,patient_id][,view]` (path relative to manual_dir; label normal/injury) to label
-    or correct files whose names do not say it.
+    or correct files whose names do not say it, and `label_rules.json` to add your own words to the
+    file-name rules (see the dataset's README).
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
