@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tf_fracture.data.audit import AuditRecord, find_duplicates
+from tf_fracture.audit.duplicates import find_duplicates
+from tf_fracture.audit.records import AuditRecord
 from tf_fracture_datasets.fracatlas import fracatlas_dataset_builder
 
 ROOT = os.environ.get("TF_FRACTURE_FRACATLAS")

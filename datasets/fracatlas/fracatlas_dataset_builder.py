@@ -22,7 +22,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tf_fracture.data.audit import AuditRecord, find_duplicates
+from tf_fracture.audit.duplicates import find_duplicates
+from tf_fracture.audit.records import AuditRecord
 from tf_fracture.data.io import ImageReadError, decode_image
 from tf_fracture.data.splits import grouped_stratified_split
 
