@@ -13,6 +13,7 @@ predictor and the PyTorch track can read images the way training did.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -200,9 +201,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads one radiograph and decodes it.
 
-    Local files are read with plain Python. A URI with a scheme (``gs://``, ``s3://``, ...) is read
-    through ``etils.epath``, which uses ``tf.io.gfile`` when TensorFlow is installed and fsspec
-    otherwise; only then is either imported.
+    Local files (and ``file://`` URIs) are read with plain Python. Another URI (``gs://``, ``s3://``,
+    ...) is read with ``tf.io.gfile`` where TensorFlow is installed and with fsspec otherwise; only
+    then is either imported.
 
     A missing or unreadable file also raises :class:`ImageReadError` rather than
     ``FileNotFoundError``, so that one ``except ImageReadError`` covers every bad file in a batch job.
@@ -261,19 +262,31 @@ def read_images(paths: Iterable[str | os.PathLike]) -> tuple[dict[str, np.ndarra
 
 
 def _read_uri(path: str) -> bytes:
+    # Imported here, and only for URIs: local files need neither TensorFlow nor fsspec.
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                return f.read()
+        except tf.errors.NotFoundError:
+            raise ImageReadError(path, "no such file") from None
+        except tf.errors.OpError as e:
+            raise ImageReadError(path, f"the file cannot be read ({e.message})") from None
     try:
-        from etils import epath  # imported here: local files need neither it nor TensorFlow
+        import fsspec
     except ImportError:
         raise ImageReadError(
             path,
-            "reading a URI needs etils (pip install 'etils[epath]') with TensorFlow, or fsspec and the "
-            "scheme's file system (gcsfs, s3fs, ...)",
+            "reading a URI needs TensorFlow (tf.io.gfile) or fsspec with the scheme's file system "
+            "(pip install fsspec gcsfs, or s3fs, ...)",
         ) from None
     try:
-        return epath.Path(path).read_bytes()
+        with fsspec.open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
-    except Exception as e:  # each file system backend raises its own types
+    except Exception as e:  # each file system raises its own types (ImportError for a missing one)
         raise ImageReadError(path, f"the file cannot be read ({type(e).__name__}: {e})") from None
 
 
