@@ -306,8 +306,10 @@ def _decode_with_opencv(data: bytes, name: str, kind: str) -> np.ndarray:
     if image.ndim == 3:
         if image.shape[2] == 2:
             image = image[..., 0]  # grey + alpha: the grey channel is the image
+        elif image.shape[2] in (3, 4) and image.dtype == np.uint8:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
         elif image.shape[2] in (3, 4):
-            image = _luma(image[..., 2::-1])  # BGR(A) -> RGB, alpha dropped
+            image = _luma(image[..., 2::-1])  # BGR(A) -> RGB in float64, alpha dropped
         else:
             raise ImageReadError(name, f"unsupported {kind} with {image.shape[2]} channels")
     if image.dtype == np.uint8:
