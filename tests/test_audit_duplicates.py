@@ -9,6 +9,7 @@ from audit_helpers import THRESHOLD, jpeg, planted_records, radiograph
 from tf_fracture.audit.duplicates import _connected_components, find_duplicates
 from tf_fracture.audit.records import THUMBNAIL_SIZE, AuditRecord, thumbnail_vector
 from tf_fracture.data.hashing import image_digest, perceptual_hash
+from tf_fracture.data.io import scale_to_uint8
 
 
 def test_connected_components_match_search():
@@ -104,3 +105,16 @@ def test_near_candidates_are_confirmed_by_thumbnail_correlation():
     assert [g.keys for g in confirmed] == [("a.png", "b.png")]
     unconfirmed = find_duplicates(records, near_threshold=4, min_correlation=None)
     assert [g.keys for g in unconfirmed] == [("a.png", "b.png", "c.png")]
+
+
+def test_16_bit_images_are_hashed_through_the_readers_mapping():
+    # The audit must see a 16-bit image as the reader and the builders do: one hot pixel must not
+    # turn it black before hashing (the per-image min-max stretch did).
+    rng = np.random.default_rng(0)
+    image = rng.integers(1000, 3000, (64, 64)).astype(np.uint16)
+    image[0, 0] = 65535
+    record = AuditRecord(key="a.png", label=0, image=image).hashed()
+    expected = scale_to_uint8(image)
+    assert expected.mean() > 60  # the old stretch gave about 8
+    assert record.phash == perceptual_hash(expected)
+    np.testing.assert_array_equal(record.thumbnail, thumbnail_vector(expected))

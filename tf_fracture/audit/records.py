@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from tf_fracture.data.hashing import image_digest, perceptual_hash
+from tf_fracture.data.io import scale_to_uint8
 
 __all__ = ["THUMBNAIL_SIZE", "AuditRecord", "thumbnail_vector"]
 
@@ -83,17 +84,15 @@ def _grey_uint8(image: np.ndarray) -> np.ndarray:
     """Reduces a decoded image to what `perceptual_hash` and `thumbnail_vector` take: 2-D uint8.
 
     RGB(A) becomes grey (TFDS and PIL decode colour as RGB), a single channel is squeezed, and
-    uint16 is stretched from its minimum to its maximum (as `tf_fracture.data.io` did for 16-bit files).
+    uint16 goes through `tf_fracture.data.io.scale_to_uint8`, the mapping the reader and the builders use.
     """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] in (3, 4):
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if image.shape[-1] == 3 else cv2.COLOR_RGBA2GRAY)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    if image.dtype == np.uint16:  # min-max stretch, as tf_fracture.data.io does for 16-bit files
-        low, high = float(image.min()), float(image.max())
-        scaled = (image.astype(np.float64) - low) / (high - low) * 255.0 if high > low else np.zeros(image.shape)
-        image = np.rint(scaled).astype(np.uint8)
+    if image.dtype == np.uint16:
+        image = scale_to_uint8(image)
     return image
 
 

@@ -3,7 +3,7 @@
 Each reader returns an `AuditSource`: the hashed records and what the report needs to name their
 labels. Neither imports the project's dataset registry: `records_from_tfds` takes a builder, or
 the name of a dataset already registered (the command line registers tf-fracture's builders first).
-TensorFlow is imported only inside the readers, when they run.
+TensorFlow and TFDS are imported only inside `records_from_tfds`, when it runs.
 
 Example:
     >>> source = records_from_folder("FracAtlas/images", labels_from_parent=True)  # Fractured = 1
@@ -21,6 +21,7 @@ import numpy as np
 
 from tf_fracture.audit.labels import binary_label_names, match_class, positive_index
 from tf_fracture.audit.records import AuditRecord
+from tf_fracture.data.io import ImageReadError, read_image
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
@@ -93,8 +94,6 @@ def records_from_folder(
         sorted({p for p in parents.values() if p}), labels_from_parent, positive
     )
     index = {name: i for i, name in enumerate(label_names or ())}
-
-    from tf_fracture.data.io import ImageReadError, read_image  # imports TensorFlow
 
     def load(key: str) -> AuditRecord:
         label = index.get(parents[key]) if labels_from_parent else None
