@@ -394,9 +394,10 @@ def test_reloaded_groups_route_repeated_paths_by_position(tmp_path):
     head = keras.layers.Dense(1, name="head")
     model = keras.Model(inputs, head(keras.layers.Concatenate()([first(inputs), second(inputs)])))
     assert [v.path for v in first.trainable_variables] == [v.path for v in second.trainable_variables]
+    # Groups listed in another order than the model's variables: routing is by identity, not by order.
     model.compile(
         optimizer=optimizer_for_groups(
-            {"first": (TorchSGD(0.1), first), "second": (TorchSGD(0.2), second), "head": (TorchSGD(0.3), head)}
+            {"second": (TorchSGD(0.2), second), "head": (TorchSGD(0.3), head), "first": (TorchSGD(0.1), first)}
         ),
         loss="mse",
     )
