@@ -1,6 +1,9 @@
 """TorchSGD and GroupedOptimizer against a NumPy transcription of PyTorch's SGD."""
 
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -411,3 +414,42 @@ def test_reloaded_groups_route_repeated_paths_by_position(tmp_path):
     config["routing"] = config["routing"][::-1]
     with pytest.raises(ValueError, match="several groups"):
         GroupedOptimizer.from_config(config).build(reloaded.trainable_variables)
+
+
+MIRRORED_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from tf_fracture.train import CosineAnnealingWarmRestarts, TorchSGD, optimizer_for_groups
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(16, 3)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+def build():
+    inner_in = keras.Input((3,))
+    backbone = keras.Model(inner_in, keras.layers.Dense(4, activation="tanh")(inner_in))
+    inputs, head = keras.Input((3,)), keras.layers.Dense(1)
+    model = keras.Model(inputs, head(backbone(inputs)))
+    model.set_weights([np.random.default_rng(1).normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    s = lambda lr: CosineAnnealingWarmRestarts(lr, T_0=1, steps_per_epoch=2)
+    model.compile(optimizer=optimizer_for_groups({
+        "b": (TorchSGD(s(0.05), momentum=0.8, weight_decay=1e-3), backbone), "h": (TorchSGD(s(0.2), momentum=0.5), head)
+    }), loss="mse")
+    return model
+single = build()
+single.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    mirrored = build()
+mirrored.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(single.get_weights(), mirrored.get_weights()))
+print(strategy.num_replicas_in_sync, diff)
+"""
+
+
+@pytest.mark.large
+def test_mirrored_over_two_cpu_devices_matches_one_device():
+    """TorchSGD in groups under tf.distribute.MirroredStrategy (two logical CPUs) trains as on one device."""
+    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-3000:]
+    replicas, diff = out.stdout.split()[-2:]
+    assert int(replicas) == 2 and float(diff) < 1e-6
