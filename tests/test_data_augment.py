@@ -72,6 +72,39 @@ def test_augment_batch_is_deterministic_and_the_same_inside_tf_data(rng):
     np.testing.assert_array_equal(eager, mapped)
 
 
+@pytest.mark.parametrize("engine", ["opencv", "keras"])
+def test_per_image_seeds_make_each_transform_independent_of_the_batch(rng, engine):
+    images = (rng.random((4, 24, 24, 1)) * 255).astype("uint8")
+    seeds = tf.constant([[1, 10], [1, 11], [1, 12], [1, 13]], tf.int64)
+    out = np.asarray(augment_batch(images, seeds, engine=engine))
+    # The same images and seeds in another order and another batch size: the same transforms.
+    order = [2, 0, 3, 1]
+    shuffled = np.asarray(augment_batch(images[order], tf.gather(seeds, order), engine=engine))
+    np.testing.assert_array_equal(shuffled, out[order])
+    alone = np.asarray(augment_batch(images[2:3], seeds[2:3], engine=engine))
+    np.testing.assert_array_equal(alone, out[2:3])
+    # Equal images with different seeds get different transforms.
+    twins = np.asarray(augment_batch(np.repeat(images[:1], 4, 0), seeds, engine=engine))
+    assert len({t.tobytes() for t in twins}) == 4
+
+
+@pytest.mark.parametrize("engine", ["opencv", "keras"])
+def test_where_leaves_the_other_images_untouched(rng, engine):
+    images = (rng.random((4, 24, 24, 1)) * 255).astype("uint8")
+    seed = tf.constant([3, 4], tf.int64)
+    where = tf.constant([True, False, True, False])
+    out = np.asarray(augment_batch(images, seed, where=where, engine=engine))
+    everything = np.asarray(augment_batch(images, seed, engine=engine))
+    np.testing.assert_array_equal(out[[1, 3]], images[[1, 3]])
+    np.testing.assert_array_equal(out[[0, 2]], everything[[0, 2]])
+    assert not np.array_equal(out[0], images[0])
+
+
+def test_seed_of_a_wrong_shape_is_refused(rng):
+    with pytest.raises(ValueError, match=r"shape \(2,\) or \(batch, 2\)"):
+        augment_batch(np.zeros((2, 8, 8, 1), np.uint8), tf.zeros((2, 2, 2), tf.int64))
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_opencv_and_keras_engines_agree(rng, dtype):
     yy, xx = np.mgrid[0:40, 0:56]

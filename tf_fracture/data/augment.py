@@ -7,7 +7,9 @@ contrast changes: the method leaves intensities to CLAHE.
 Two entry points share the same sampling and matrix code:
 
 * `augment_batch(images, seed, config)` - stateless: the same seed gives the same result,
-  eagerly or inside ``tf.data`` (the input pipeline uses it). It resamples with OpenCV's
+  eagerly or inside ``tf.data``. ``seed`` is one pair for the batch, or one pair per image
+  (the input pipeline's: each image's transform is then a function of its own seed alone, not of
+  the batch it lands in). It resamples with OpenCV's
   ``warpAffine`` by default, about 8x faster on a CPU (where tf.data runs) than TensorFlow's
   projective-transform kernel; ``engine="keras"`` uses ``keras.ops.image.affine_transform``.
 * `RandomAffine` - a serialisable Keras layer (active only when ``training=True``) for
@@ -98,26 +100,47 @@ def sample_parameters(seed, batch_size, config: AugmentConfig = AugmentConfig())
     return angle, scale, shift_x, shift_y, flip
 
 
-def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine: str = "opencv"):
-    """Randomly transforms a batch ``(B, H, W, C)``; the same ``seed`` (2 ints) gives the same output.
+def sample_image_parameters(seeds, config: AugmentConfig = AugmentConfig()):
+    """Like :func:`sample_parameters`, but image ``i``'s parameters depend only on ``seeds[i]`` (``(B, 2)`` ints)."""
+    seeds = tf.cast(seeds, tf.int64)
+
+    def one(seed):
+        return tf.stack(sample_parameters(seed, 1, config))[:, 0]
+
+    params = tf.map_fn(one, seeds, fn_output_signature=tf.TensorSpec([5], tf.float32))
+    return tuple(tf.unstack(tf.reshape(params, [-1, 5]), num=5, axis=1))
+
+
+def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine: str = "opencv", where=None):
+    """Randomly transforms a batch ``(B, H, W, C)``; the same ``seed`` gives the same output.
 
     Args:
         images: a batch, any dtype (integers are rounded and clipped back to their range).
-        seed: two integers; the stateless draw of every transform's parameters.
+        seed: two integers (one stateless draw for the whole batch), or ``(B, 2)`` integers, one
+            seed per image: image ``i``'s transform then depends on ``seed[i]`` only.
         config: the parameter ranges.
         engine: ``"opencv"`` (``cv2.warpAffine``, fast on CPU) or ``"keras"``
             (``keras.ops.image.affine_transform``, runs on a GPU). Both resample bilinearly
             with the same matrices; they differ by OpenCV's fixed-point interpolation weights.
+        where: optional ``(B,)`` booleans; images where it is False are returned unchanged (and,
+            with OpenCV, not resampled at all).
     """
     if engine not in ENGINES:
         raise ValueError(f"Expected `engine` to be one of {ENGINES}, but got `engine={engine!r}`.")
     images = tf.convert_to_tensor(images)
+    seed = tf.convert_to_tensor(seed)
     dtype = images.dtype
     shape = tf.shape(images)
-    params = sample_parameters(seed, shape[0], config)
+    if seed.shape.rank == 2:
+        params = sample_image_parameters(seed, config)
+    elif seed.shape.rank == 1:
+        params = sample_parameters(seed, shape[0], config)
+    else:
+        raise ValueError(f"Expected `seed` of shape (2,) or (batch, 2), but got shape {seed.shape}.")
     matrices = affine_matrices(*params, shape[1], shape[2])
+    mask = tf.ones([shape[0]], tf.bool) if where is None else tf.reshape(tf.cast(where, tf.bool), [-1])
     if engine == "opencv":
-        out = tf.numpy_function(_warp, [images, matrices, config.fill_value], dtype, stateful=False, name="warp")
+        out = tf.numpy_function(_warp, [images, matrices, config.fill_value, mask], dtype, stateful=False, name="warp")
         out.set_shape(images.shape)
         return out
     out = ops.image.affine_transform(
@@ -125,15 +148,17 @@ def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine:
     )
     if dtype.is_integer:
         out = tf.clip_by_value(tf.round(out), dtype.min, dtype.max)
-    return tf.cast(out, dtype)
+    out = tf.cast(out, dtype)
+    return out if where is None else tf.where(tf.reshape(mask, [-1, 1, 1, 1]), out, images)
 
 
-def _warp(images: np.ndarray, matrices: np.ndarray, fill_value) -> np.ndarray:
-    """``cv2.warpAffine`` per image with output-to-input matrices (``WARP_INVERSE_MAP``)."""
-    out = np.empty_like(images)
+def _warp(images: np.ndarray, matrices: np.ndarray, fill_value, mask: np.ndarray) -> np.ndarray:
+    """``cv2.warpAffine`` per image with output-to-input matrices (``WARP_INVERSE_MAP``); ``mask`` False: copied."""
+    out = images.copy()
     height, width = images.shape[1:3]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    for k, image in enumerate(images):
+    for k in np.flatnonzero(mask):
+        image = images[k]
         warped = cv2.warpAffine(
             image, matrices[k, :6].reshape(2, 3).astype(np.float64), (width, height), flags=flags,
             borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill_value),
