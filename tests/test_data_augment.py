@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_fracture.data.augment import AugmentConfig, RandomAffine, affine_matrices, augment_batch, sample_parameters
+from tf_fracture.data.augment import (
+    AugmentConfig,
+    RandomAffine,
+    affine_matrices,
+    augment_batch,
+    sample_parameters,
+    transform_batch,
+)
 
 
 def smooth_image(h=48, w=64):
@@ -73,19 +80,17 @@ def test_augment_batch_is_deterministic_and_the_same_inside_tf_data(rng):
 
 
 @pytest.mark.parametrize("engine", ["opencv", "keras"])
-def test_per_image_seeds_make_each_transform_independent_of_the_batch(rng, engine):
+def test_transform_batch_applies_the_parameters_augment_batch_draws(rng, engine):
     images = (rng.random((4, 24, 24, 1)) * 255).astype("uint8")
-    seeds = tf.constant([[1, 10], [1, 11], [1, 12], [1, 13]], tf.int64)
-    out = np.asarray(augment_batch(images, seeds, engine=engine))
-    # The same images and seeds in another order and another batch size: the same transforms.
+    seed = tf.constant([1, 10], tf.int64)
+    params = sample_parameters(seed, 4)
+    out = np.asarray(transform_batch(images, params, engine=engine))
+    np.testing.assert_array_equal(out, augment_batch(images, seed, engine=engine))
+    # Each image's transform is its own parameters' only: another order, another batch, the same result.
     order = [2, 0, 3, 1]
-    shuffled = np.asarray(augment_batch(images[order], tf.gather(seeds, order), engine=engine))
+    shuffled = transform_batch(images[order], [tf.gather(p, order) for p in params], engine=engine)
     np.testing.assert_array_equal(shuffled, out[order])
-    alone = np.asarray(augment_batch(images[2:3], seeds[2:3], engine=engine))
-    np.testing.assert_array_equal(alone, out[2:3])
-    # Equal images with different seeds get different transforms.
-    twins = np.asarray(augment_batch(np.repeat(images[:1], 4, 0), seeds, engine=engine))
-    assert len({t.tobytes() for t in twins}) == 4
+    np.testing.assert_array_equal(transform_batch(images[2:3], [p[2:3] for p in params], engine=engine), out[2:3])
 
 
 @pytest.mark.parametrize("engine", ["opencv", "keras"])
@@ -101,7 +106,7 @@ def test_where_leaves_the_other_images_untouched(rng, engine):
 
 
 def test_seed_of_a_wrong_shape_is_refused(rng):
-    with pytest.raises(ValueError, match=r"shape \(2,\) or \(batch, 2\)"):
+    with pytest.raises(ValueError, match="two integers"):
         augment_batch(np.zeros((2, 8, 8, 1), np.uint8), tf.zeros((2, 2, 2), tf.int64))
 
 

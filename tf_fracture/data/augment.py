@@ -7,9 +7,8 @@ contrast changes: the method leaves intensities to CLAHE.
 Two entry points share the same sampling and matrix code:
 
 * `augment_batch(images, seed, config)` - stateless: the same seed gives the same result,
-  eagerly or inside ``tf.data``. ``seed`` is one pair for the batch, or one pair per image
-  (the input pipeline's: each image's transform is then a function of its own seed alone, not of
-  the batch it lands in). It resamples with OpenCV's
+  eagerly or inside ``tf.data``; `transform_batch` applies parameters drawn beforehand (the input
+  pipeline draws a whole epoch's with `sample_parameters`). It resamples with OpenCV's
   ``warpAffine`` by default, about 8x faster on a CPU (where tf.data runs) than TensorFlow's
   projective-transform kernel; ``engine="keras"`` uses ``keras.ops.image.affine_transform``.
 * `RandomAffine` - a serialisable Keras layer (active only when ``training=True``) for
@@ -100,51 +99,53 @@ def sample_parameters(seed, batch_size, config: AugmentConfig = AugmentConfig())
     return angle, scale, shift_x, shift_y, flip
 
 
-def sample_image_parameters(seeds, config: AugmentConfig = AugmentConfig()):
-    """Like :func:`sample_parameters`, but image ``i``'s parameters depend only on ``seeds[i]`` (``(B, 2)`` ints)."""
-    seeds = tf.cast(seeds, tf.int64)
-
-    def one(seed):
-        return tf.stack(sample_parameters(seed, 1, config))[:, 0]
-
-    params = tf.map_fn(one, seeds, fn_output_signature=tf.TensorSpec([5], tf.float32))
-    return tuple(tf.unstack(tf.reshape(params, [-1, 5]), num=5, axis=1))
-
-
 def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine: str = "opencv", where=None):
-    """Randomly transforms a batch ``(B, H, W, C)``; the same ``seed`` gives the same output.
+    """Randomly transforms a batch ``(B, H, W, C)``; the same ``seed`` (2 ints) gives the same output.
 
     Args:
         images: a batch, any dtype (integers are rounded and clipped back to their range).
-        seed: two integers (one stateless draw for the whole batch), or ``(B, 2)`` integers, one
-            seed per image: image ``i``'s transform then depends on ``seed[i]`` only.
+        seed: two integers; the stateless draw of every transform's parameters.
         config: the parameter ranges.
         engine: ``"opencv"`` (``cv2.warpAffine``, fast on CPU) or ``"keras"``
             (``keras.ops.image.affine_transform``, runs on a GPU). Both resample bilinearly
             with the same matrices; they differ by OpenCV's fixed-point interpolation weights.
+        where: optional ``(B,)`` booleans; images where it is False are returned unchanged.
+    """
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank != 1:
+        raise ValueError(f"Expected `seed` to be two integers, but got shape {seed.shape}.")
+    params = sample_parameters(seed, tf.shape(images)[0], config)
+    return transform_batch(images, params, config.fill_value, engine, where)
+
+
+def transform_batch(images, parameters, fill_value: float = 0.0, engine: str = "opencv", where=None):
+    """Applies given transforms to a batch ``(B, H, W, C)``: the deterministic half of :func:`augment_batch`.
+
+    The input pipeline draws the parameters of a whole epoch at once (element ``i``'s transform is
+    then a function of the epoch's seed and ``i``, whatever batch ``i`` lands in) and applies them here.
+
+    Args:
+        images: a batch, any dtype (integers are rounded and clipped back to their range).
+        parameters: ``(angle, scale, shift_x, shift_y, flip)``, each ``(B,)``, as from
+            :func:`sample_parameters`.
+        fill_value: value of pixels moved in from outside.
+        engine: ``"opencv"`` or ``"keras"`` (see :func:`augment_batch`).
         where: optional ``(B,)`` booleans; images where it is False are returned unchanged (and,
             with OpenCV, not resampled at all).
     """
     if engine not in ENGINES:
         raise ValueError(f"Expected `engine` to be one of {ENGINES}, but got `engine={engine!r}`.")
     images = tf.convert_to_tensor(images)
-    seed = tf.convert_to_tensor(seed)
     dtype = images.dtype
     shape = tf.shape(images)
-    if seed.shape.rank == 2:
-        params = sample_image_parameters(seed, config)
-    elif seed.shape.rank == 1:
-        params = sample_parameters(seed, shape[0], config)
-    else:
-        raise ValueError(f"Expected `seed` of shape (2,) or (batch, 2), but got shape {seed.shape}.")
-    matrices = affine_matrices(*params, shape[1], shape[2])
+    matrices = affine_matrices(*parameters, shape[1], shape[2])
     mask = tf.ones([shape[0]], tf.bool) if where is None else tf.reshape(tf.cast(where, tf.bool), [-1])
     if engine == "opencv":
-        out = tf.numpy_function(_warp, [images, matrices, config.fill_value, mask], dtype, stateful=False, name="warp")
+        out = tf.numpy_function(_warp, [images, matrices, fill_value, mask], dtype, stateful=False, name="warp")
         out.set_shape(images.shape)
         return out
     out = ops.image.affine_transform(
-        tf.cast(images, tf.float32), matrices, "bilinear", fill_mode="constant", fill_value=config.fill_value
+        tf.cast(images, tf.float32), matrices, "bilinear", fill_mode="constant", fill_value=fill_value
     )
     if dtype.is_integer:
         out = tf.clip_by_value(tf.round(out), dtype.min, dtype.max)
