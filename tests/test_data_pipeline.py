@@ -94,8 +94,8 @@ def test_cache_is_not_read_for_another_split(tmp_path):
     # the training images and labels.
     cache = str(tmp_path / "cache")
     train, _ = fake_split(n=6, seed=0)
-    validation, val_examples = fake_split(n=4, seed=1)
-    training_pipeline(train, PRE, PipelineConfig(batch_size=2, cache=cache, seed=0))
+    validation, val_examples = fake_split(n=6, seed=1)  # same length: only the content tells them apart
+    collect(training_pipeline(train, PRE, PipelineConfig(batch_size=2, cache=cache, seed=0)).epoch(0))
     images, labels = collect(evaluation_pipeline(validation, PRE, batch_size=4, cache=cache))
     np.testing.assert_array_equal(images, expected_images(val_examples))
     np.testing.assert_array_equal(labels, [e["label"] for e in val_examples])

@@ -174,11 +174,11 @@ def preprocessed_store(
     count = int(pairs.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
         raise ValueError("Expected a finite dataset, but got an infinite one (remove `.repeat()`).")
-    if count < 0:  # unknown (e.g. from_generator): count once, without preprocessing
-        count = int(pairs.reduce(np.int64(0), lambda n, _: n + 1))
     if cache == "":
         manifest = {"source": source, "preprocess": dataclasses.asdict(preprocess)}
-        return write_store(None, "", manifest, _batches(dataset, preprocess), count)
+        return write_store(None, "", manifest, _batches(dataset, preprocess), count if count >= 0 else None)
+    if count < 0:  # unknown (e.g. from_generator): the key needs it; count once, without preprocessing
+        count = int(pairs.reduce(np.int64(0), lambda n, _: n + 1))
     identity = _identity(pairs, preprocess, count, source)
     key = store_key(identity)
     store = open_store(cache, key)

@@ -12,8 +12,9 @@ int64, after the deterministic preprocessing, plus a manifest that says what pro
   preprocessing's output on the first examples). One cache directory therefore serves any number of
   datasets, splits and presets, and a store is never read for anything but what produced it.
 
-A store is written into a temporary folder and renamed into place when complete, so an interrupted
-run leaves no half store behind and two runs building the same store do not mix their bytes.
+A store is written into a hidden ``.<key>.partial-*`` folder and renamed into place when complete,
+so an interrupted run never leaves a half store to be read (at most that hidden folder, safe to
+delete), and two runs building the same store do not mix their bytes.
 
 This module needs no TensorFlow: the VLM track can read the same stores.
 """
