@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_fracture.data.augment import AugmentConfig, RandomAffine, affine_matrices, augment_batch, sample_parameters
+from tf_fracture.data.augment import (
+    AugmentConfig,
+    RandomAffine,
+    affine_matrices,
+    augment_batch,
+    sample_parameters,
+    transform_batch,
+)
 
 
 def smooth_image(h=48, w=64):
@@ -70,6 +77,37 @@ def test_augment_batch_is_deterministic_and_the_same_inside_tf_data(rng):
     assert not np.array_equal(eager, augment_batch(images, tf.constant([7, 12], tf.int64)))
     mapped = next(iter(tf.data.Dataset.from_tensors(images).map(lambda x: augment_batch(x, seed))))
     np.testing.assert_array_equal(eager, mapped)
+
+
+@pytest.mark.parametrize("engine", ["opencv", "keras"])
+def test_transform_batch_applies_the_parameters_augment_batch_draws(rng, engine):
+    images = (rng.random((4, 24, 24, 1)) * 255).astype("uint8")
+    seed = tf.constant([1, 10], tf.int64)
+    params = sample_parameters(seed, 4)
+    out = np.asarray(transform_batch(images, params, engine=engine))
+    np.testing.assert_array_equal(out, augment_batch(images, seed, engine=engine))
+    # Each image's transform is its own parameters' only: another order, another batch, the same result.
+    order = [2, 0, 3, 1]
+    shuffled = transform_batch(images[order], [tf.gather(p, order) for p in params], engine=engine)
+    np.testing.assert_array_equal(shuffled, out[order])
+    np.testing.assert_array_equal(transform_batch(images[2:3], [p[2:3] for p in params], engine=engine), out[2:3])
+
+
+@pytest.mark.parametrize("engine", ["opencv", "keras"])
+def test_where_leaves_the_other_images_untouched(rng, engine):
+    images = (rng.random((4, 24, 24, 1)) * 255).astype("uint8")
+    seed = tf.constant([3, 4], tf.int64)
+    where = tf.constant([True, False, True, False])
+    out = np.asarray(augment_batch(images, seed, where=where, engine=engine))
+    everything = np.asarray(augment_batch(images, seed, engine=engine))
+    np.testing.assert_array_equal(out[[1, 3]], images[[1, 3]])
+    np.testing.assert_array_equal(out[[0, 2]], everything[[0, 2]])
+    assert not np.array_equal(out[0], images[0])
+
+
+def test_seed_of_a_wrong_shape_is_refused(rng):
+    with pytest.raises(ValueError, match="two integers"):
+        augment_batch(np.zeros((2, 8, 8, 1), np.uint8), tf.zeros((2, 2, 2), tf.int64))
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_fracture.data.pipeline import tf_preprocess
 from tf_fracture.data.preprocess import (
     PREPROCESS_PRESETS,
     PreprocessConfig,
@@ -15,7 +16,6 @@ from tf_fracture.data.preprocess import (
     get_preprocess_config,
     preprocess,
     resize,
-    tf_preprocess,
     unsharp_mask,
 )
 

@@ -13,9 +13,14 @@ import textwrap
 
 import pytest
 
-# The modules the edge predictor and the PyTorch track reuse. Add "tf_fracture.data.preprocess" and
-# "tf_fracture.metrics" here once they are TF-free; give them an EXERCISES entry to run them too.
-MODULES = ["tf_fracture.data.io"]
+# The modules the edge predictor, the PyTorch track and the dataset builders reuse; give a module an
+# EXERCISES entry to run it too, not only import it.
+MODULES = [
+    "tf_fracture.data.io",
+    "tf_fracture.data.preprocess",
+    "tf_fracture.data.store",
+    "tf_fracture.audit.duplicates",
+]
 
 BLOCK_TENSORFLOW = """
 import importlib.abc
@@ -66,7 +71,16 @@ try:
     raise AssertionError("a truncated JPEG was read")
 except module.ImageReadError as error:
     assert "truncated or corrupt JPEG" in error.reason, error.reason
-"""
+""",
+    "tf_fracture.data.preprocess": """
+import numpy as np
+
+image = np.random.default_rng(0).integers(0, 256, (50, 70), dtype=np.uint8)
+for name in ("mura", "elbow"):
+    config = module.get_preprocess_config(name)
+    out = module.preprocess(image, config)
+    assert out.shape == (config.image_size, config.image_size) and out.dtype == np.uint8, out.shape
+""",
 }
 
 

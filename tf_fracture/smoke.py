@@ -33,7 +33,7 @@ def synthetic_batch(stage: str, data_dir: str, batch_size: int):
     pipeline = training_pipeline(
         split, PREPROCESS_PRESETS[stage], PipelineConfig(batch_size=batch_size, augmented_copies=1, seed=0)
     )
-    return next(iter(pipeline))
+    return next(iter(pipeline.epoch(0)))
 
 
 def main(argv=None) -> int:

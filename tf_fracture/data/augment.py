@@ -7,7 +7,8 @@ contrast changes: the method leaves intensities to CLAHE.
 Two entry points share the same sampling and matrix code:
 
 * `augment_batch(images, seed, config)` - stateless: the same seed gives the same result,
-  eagerly or inside ``tf.data`` (the input pipeline uses it). It resamples with OpenCV's
+  eagerly or inside ``tf.data``; `transform_batch` applies parameters drawn beforehand (the input
+  pipeline draws a whole epoch's with `sample_parameters`). It resamples with OpenCV's
   ``warpAffine`` by default, about 8x faster on a CPU (where tf.data runs) than TensorFlow's
   projective-transform kernel; ``engine="keras"`` uses ``keras.ops.image.affine_transform``.
 * `RandomAffine` - a serialisable Keras layer (active only when ``training=True``) for
@@ -98,7 +99,7 @@ def sample_parameters(seed, batch_size, config: AugmentConfig = AugmentConfig())
     return angle, scale, shift_x, shift_y, flip
 
 
-def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine: str = "opencv"):
+def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine: str = "opencv", where=None):
     """Randomly transforms a batch ``(B, H, W, C)``; the same ``seed`` (2 ints) gives the same output.
 
     Args:
@@ -108,32 +109,57 @@ def augment_batch(images, seed, config: AugmentConfig = AugmentConfig(), engine:
         engine: ``"opencv"`` (``cv2.warpAffine``, fast on CPU) or ``"keras"``
             (``keras.ops.image.affine_transform``, runs on a GPU). Both resample bilinearly
             with the same matrices; they differ by OpenCV's fixed-point interpolation weights.
+        where: optional ``(B,)`` booleans; images where it is False are returned unchanged.
+    """
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank != 1:
+        raise ValueError(f"Expected `seed` to be two integers, but got shape {seed.shape}.")
+    params = sample_parameters(seed, tf.shape(images)[0], config)
+    return transform_batch(images, params, config.fill_value, engine, where)
+
+
+def transform_batch(images, parameters, fill_value: float = 0.0, engine: str = "opencv", where=None):
+    """Applies given transforms to a batch ``(B, H, W, C)``: the deterministic half of :func:`augment_batch`.
+
+    The input pipeline draws the parameters of a whole epoch at once (element ``i``'s transform is
+    then a function of the epoch's seed and ``i``, whatever batch ``i`` lands in) and applies them here.
+
+    Args:
+        images: a batch, any dtype (integers are rounded and clipped back to their range).
+        parameters: ``(angle, scale, shift_x, shift_y, flip)``, each ``(B,)``, as from
+            :func:`sample_parameters`.
+        fill_value: value of pixels moved in from outside.
+        engine: ``"opencv"`` or ``"keras"`` (see :func:`augment_batch`).
+        where: optional ``(B,)`` booleans; images where it is False are returned unchanged (and,
+            with OpenCV, not resampled at all).
     """
     if engine not in ENGINES:
         raise ValueError(f"Expected `engine` to be one of {ENGINES}, but got `engine={engine!r}`.")
     images = tf.convert_to_tensor(images)
     dtype = images.dtype
     shape = tf.shape(images)
-    params = sample_parameters(seed, shape[0], config)
-    matrices = affine_matrices(*params, shape[1], shape[2])
+    matrices = affine_matrices(*parameters, shape[1], shape[2])
+    mask = tf.ones([shape[0]], tf.bool) if where is None else tf.reshape(tf.cast(where, tf.bool), [-1])
     if engine == "opencv":
-        out = tf.numpy_function(_warp, [images, matrices, config.fill_value], dtype, stateful=False, name="warp")
+        out = tf.numpy_function(_warp, [images, matrices, fill_value, mask], dtype, stateful=False, name="warp")
         out.set_shape(images.shape)
         return out
     out = ops.image.affine_transform(
-        tf.cast(images, tf.float32), matrices, "bilinear", fill_mode="constant", fill_value=config.fill_value
+        tf.cast(images, tf.float32), matrices, "bilinear", fill_mode="constant", fill_value=fill_value
     )
     if dtype.is_integer:
         out = tf.clip_by_value(tf.round(out), dtype.min, dtype.max)
-    return tf.cast(out, dtype)
+    out = tf.cast(out, dtype)
+    return out if where is None else tf.where(tf.reshape(mask, [-1, 1, 1, 1]), out, images)
 
 
-def _warp(images: np.ndarray, matrices: np.ndarray, fill_value) -> np.ndarray:
-    """``cv2.warpAffine`` per image with output-to-input matrices (``WARP_INVERSE_MAP``)."""
-    out = np.empty_like(images)
+def _warp(images: np.ndarray, matrices: np.ndarray, fill_value, mask: np.ndarray) -> np.ndarray:
+    """``cv2.warpAffine`` per image with output-to-input matrices (``WARP_INVERSE_MAP``); ``mask`` False: copied."""
+    out = images.copy()
     height, width = images.shape[1:3]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    for k, image in enumerate(images):
+    for k in np.flatnonzero(mask):
+        image = images[k]
         warped = cv2.warpAffine(
             image, matrices[k, :6].reshape(2, 3).astype(np.float64), (width, height), flags=flags,
             borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill_value),

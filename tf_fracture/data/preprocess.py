@@ -1,7 +1,8 @@
 """The method's deterministic preprocessing: resize, CLAHE, then unsharp masking.
 
-The functions work on 2-D uint8 NumPy images with OpenCV, which is the reference implementation;
-:func:`tf_preprocess` runs the same code inside a ``tf.data`` pipeline.
+The functions work on 2-D uint8 NumPy images with OpenCV, which is the reference implementation.
+This module needs no TensorFlow (the edge predictor and the VLM track use it);
+``tf_fracture.data.pipeline.tf_preprocess`` runs the same code inside a ``tf.data`` pipeline.
 
 Reference:
     The method's preprocessing: resize to the stage's size (384 px for MURA pretraining, 584 px for
@@ -17,7 +18,6 @@ from types import MappingProxyType
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
 RESIZE_MODES = ("stretch", "pad")
 
@@ -197,43 +197,6 @@ def preprocess(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     image = resize(image, config.image_size, config.resize_mode)
     image = clahe(image, config.clahe_clip_limit, config.clahe_grid)
     return unsharp_mask(image, config.unsharp_kernel, config.unsharp_amount)
-
-
-def tf_preprocess(image: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
-    """:func:`preprocess` as a TensorFlow op, for ``tf.data.Dataset.map``.
-
-    Args:
-        image: uint8 ``(H, W)`` or ``(H, W, 1)`` of any size.
-        config: a :class:`PreprocessConfig`.
-
-    Returns:
-        uint8 ``(S, S, 1)`` with its static shape set.
-
-    Example:
-        >>> config = get_preprocess_config("mura")
-        >>> ds = ds.map(lambda x, y: (tf_preprocess(x, config), y), num_parallel_calls=tf.data.AUTOTUNE)
-    """
-    image = tf.convert_to_tensor(image)
-    if image.dtype != tf.uint8:
-        raise ValueError(f"Expected a uint8 image, but got dtype {image.dtype.name}.")
-    rank = image.shape.rank
-    if rank is not None and rank not in (2, 3):
-        raise ValueError(f"Expected an image of shape (H, W) or (H, W, 1), but got shape {image.shape}.")
-    if rank == 3 and image.shape[-1] not in (None, 1):
-        raise ValueError(f"Expected a single-channel image (H, W, 1), but got shape {image.shape}.")
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        if pixels.ndim == 3 and pixels.shape[-1] == 1:
-            pixels = pixels[..., 0]
-        return preprocess(pixels, config)[..., np.newaxis]
-
-    # OpenCV is the reference: TensorFlow has no CLAHE, and a re-implementation in TF ops would not
-    # match OpenCV's histogram clipping and tile interpolation bit for bit. tf.numpy_function keeps
-    # the exact reference. OpenCV releases the GIL, so parallel map calls still scale, and being
-    # deterministic this step is meant to run once per image and be cached, not every epoch.
-    out = tf.numpy_function(run, [image], tf.uint8, stateful=False, name="preprocess")
-    out.set_shape((config.image_size, config.image_size, 1))
-    return out
 
 
 def _interpolation(shrink: bool) -> int:
