@@ -53,7 +53,8 @@ def resampled_level_counts(
     n_groups = int(group_of_item.max()) + 1
     size = np.bincount(group_of_item, minlength=n_groups)
     n_pos = np.bincount(group_of_item, weights=labels, minlength=n_groups)
-    strata = [np.flatnonzero(n_pos == 0), np.flatnonzero(n_pos == size), np.flatnonzero((n_pos > 0) & (n_pos < size))]
+    # Positives first, as the ungrouped draw: one item per group reproduces the ungrouped resamples.
+    strata = [np.flatnonzero(n_pos == size), np.flatnonzero(n_pos == 0), np.flatnonzero((n_pos > 0) & (n_pos < size))]
     strata = [s for s in strata if s.size]
     # Items sorted by level, so that summing a resample's item weights per level is one reduceat.
     order = np.argsort(levels.level_of_item, kind="stable")

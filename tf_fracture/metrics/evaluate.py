@@ -237,7 +237,7 @@ def aggregate_by_group(group_ids: Any, labels: Any, scores: Any, *, subgroups: A
     mixed = (n_pos > 0) & (n_pos < n_items)
     if mixed.any():
         shown = ", ".join(
-            f"{unique[g]!r} ({int(n_pos[g])} of {n_items[g]} positive)" for g in np.flatnonzero(mixed)[:5]
+            f"{unique[g].item()!r} ({int(n_pos[g])} of {n_items[g]} positive)" for g in np.flatnonzero(mixed)[:5]
         )
         raise ValueError(
             f"aggregate_by_group: {int(mixed.sum())} groups mix labels, e.g. {shown}; every image of a study "
@@ -288,7 +288,7 @@ def evaluate_subgroups(
         raise ValueError(f"evaluate_subgroups: got {sub.size} subgroups for {y.size} labels; give one per item.")
     group_vector = None if groups is None else _as_vector(groups, "groups")
     results = {}
-    for name in np.unique(sub):
+    for name in np.unique(sub).tolist():
         mask = sub == name
         y_sub = y[mask]
         n, n_positive = int(mask.sum()), int(y_sub.sum())

@@ -74,7 +74,12 @@ def choose_thresholds(val_labels: Any, val_scores: Any, *, target_sensitivity: f
     levels = score_levels(y, s)
     sensitivity = np.cumsum(levels.positives) / levels.positives.sum()
     specificity = 1.0 - np.cumsum(levels.negatives) / levels.negatives.sum()
-    youden = int(np.argmax(sensitivity + specificity - 1.0))  # first maximum = highest threshold
+    # J * n_pos * n_neg = tp * n_neg - fp * n_pos, in integers: equal J must compare equal, which
+    # sensitivity + specificity - 1 in floating point does not guarantee (2/3 + 2/3 - 1 > 1/3).
+    j_scaled = (
+        np.cumsum(levels.positives) * levels.negatives.sum() - np.cumsum(levels.negatives) * levels.positives.sum()
+    )
+    youden = int(np.argmax(j_scaled))  # the first maximum: the highest threshold
     target = int(np.argmax(sensitivity >= target_sensitivity))  # sensitivity never falls as t falls
     validation = {
         "n": int(y.size),
