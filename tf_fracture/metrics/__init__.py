@@ -6,10 +6,15 @@ The fracture / injury class (label 1) is positive; an item is predicted positive
 ``score >= threshold``; equal scores are never split by a threshold and count half in AUROC (as
 scikit-learn). Thresholds are chosen on the validation split and applied to the test split:
 
-    >>> from tf_fracture import metrics
-    >>> thresholds = metrics.choose_thresholds(val_labels, val_probs, target_sensitivity=0.95)
-    >>> result = metrics.evaluate(test_labels, test_probs, thresholds, n_resamples=2000, seed=0)
-    >>> json.dump(result.to_dict(), f)
+    from tf_fracture import metrics
+    thresholds = metrics.choose_thresholds(val_labels, val_probs, target_sensitivity=0.95)
+    result = metrics.evaluate(test_labels, test_probs, thresholds, n_resamples=2000, seed=0)
+    json.dump(result.to_dict(), f)
+
+Every metric comes with a percentile-bootstrap interval; resamples are stratified by class (or draw
+whole studies / patients when ``groups`` is given), seeded, and vectorised (2000 resamples of 400
+items take about 0.1 s). MURA: ``aggregate_by_group`` scores each study by the mean of its image
+probabilities; ``evaluate_subgroups`` reports each body part.
 
 Degenerate inputs: empty input, lengths that differ, labels other than 0/1 and NaN / infinite scores
 raise ``ValueError`` (saying how many and where). AUROC, average precision, the curves,
@@ -33,7 +38,7 @@ from tf_fracture.metrics.binary import (
     roc_curve,
     threshold_metrics,
 )
-from tf_fracture.metrics.evaluate import (
+from tf_fracture.metrics.evaluation import (
     Estimate,
     EvaluationResult,
     GroupedScores,

@@ -64,8 +64,8 @@ def choose_thresholds(val_labels: Any, val_scores: Any, *, target_sensitivity: f
         :class:`Thresholds`, to pass to ``evaluate`` together with the *test* labels and scores.
 
     Example:
-        >>> thresholds = choose_thresholds(val_y, val_p, target_sensitivity=0.95)
-        >>> result = evaluate(test_y, test_p, thresholds)
+        thresholds = choose_thresholds(val_y, val_p, target_sensitivity=0.95)
+        result = evaluate(test_y, test_p, thresholds)
     """
     if not 0.0 < float(target_sensitivity) <= 1.0:
         raise ValueError(f"`target_sensitivity` must be in (0, 1], but got {target_sensitivity!r}.")

@@ -121,8 +121,9 @@ def evaluate(
             validation split itself); refused by default because it inflates the threshold metrics.
 
     The intervals are percentile intervals over resamples stratified by class (each resample keeps
-    the numbers of positives and negatives); the thresholds stay fixed, so the intervals do not
-    include the uncertainty of choosing them.
+    the numbers of positives and negatives) or, with ``groups``, over whole groups stratified by their
+    composition. The thresholds stay fixed, so the intervals do not include the uncertainty of
+    choosing them.
     """
     if not isinstance(thresholds, Thresholds):
         raise TypeError(
