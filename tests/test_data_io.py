@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from tf_fracture.data import io
 from tf_fracture.data.io import ImageReadError, decode_image, read_image, read_images, scale_to_uint8
 
 
@@ -655,3 +656,28 @@ def test_read_images_skips_and_lists_bad_files(tmp_path, rng, good_png):
     np.testing.assert_array_equal(images[str(second)], cv2.imread(str(second), cv2.IMREAD_UNCHANGED))
     assert [path for path, _ in failures] == [str(broken), str(missing)]
     assert "truncated JPEG" in failures[0][1] and failures[1][1] == "no such file"
+
+
+def test_read_each_skips_and_lists_bad_files_and_keeps_the_rest(tmp_path, caplog):
+    good = tmp_path / "good.png"
+    good.write_bytes(cv2.imencode(".png", np.full((4, 5), 7, np.uint8))[1].tobytes())
+    (tmp_path / "empty.png").write_bytes(b"")
+    paths = [str(good), str(tmp_path / "empty.png"), str(tmp_path / "missing.png"), str(good)]
+    skipped = {}
+    read = list(io.read_each(paths, io.read_image, skipped))
+    assert [path for path, _ in read] == [str(good), str(good)]
+    assert all(image.shape == (4, 5) for _, image in read)
+    assert set(skipped) == {str(tmp_path / "empty.png"), str(tmp_path / "missing.png")}
+    assert "empty" in skipped[str(tmp_path / "empty.png")]
+    with caplog.at_level("WARNING"):
+        io.list_skipped("Test", "file(s) unreadable", skipped)
+    assert "Test: 2 file(s) unreadable:" in caplog.text and "missing.png: no such file" in caplog.text
+
+
+def test_read_each_lets_bugs_through():
+    # Only a bad file is skipped: any other exception is a bug and must not be swallowed.
+    def broken(path):
+        raise KeyError(path)
+
+    with pytest.raises(KeyError):
+        list(io.read_each(["a.png"], broken, {}))

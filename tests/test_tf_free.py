@@ -20,6 +20,7 @@ MODULES = [
     "tf_fracture.data.preprocess",
     "tf_fracture.data.store",
     "tf_fracture.audit.duplicates",
+    "tf_fracture.metrics",
 ]
 
 BLOCK_TENSORFLOW = """

@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tf_fracture.data.io import ImageReadError, read_image
+from tf_fracture.data.io import list_skipped, read_each, read_image
 from tf_fracture.data.splits import grouped_stratified_split
 from tf_fracture_datasets.elbow.labels import (
     CLASS_NAMES,
@@ -157,12 +157,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         root = str(dl_manager.manual_dir)
         scan = scan_manual_dir(root, config)
-        _report(
-            f"match no labelling rule, or are uncertain or contradictory, and are left out (label them in "
+        list_skipped(
+            "Elbow",
+            f"file(s) match no labelling rule, or are uncertain or contradictory, and are left out (label them in "
             f"{config.manifest} or change the rules in {config.rules_file})",
             scan.unmatched,
         )
-        _report("listed in the manifest are missing", scan.missing)
+        list_skipped("Elbow", "file(s) listed in the manifest are missing", scan.missing)
         anonymous = sum(1 for item in scan.items if item.patient_id is None)
         if anonymous:
             log.warning(
@@ -198,14 +199,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(root, members) for split, members in by_split.items()}
 
     def _generate_examples(self, root: str, items: list[ElbowItem]):
-        unreadable = {}
-        for item in items:
-            try:
-                image = read_image(posixpath.join(root, item.key))
-            except ImageReadError as error:
-                log.warning("Elbow: skipping %s: %s", item.key, error.reason)
-                unreadable[item.key] = error.reason
-                continue
+        unreadable: dict[str, str] = {}
+
+        def read(item: ElbowItem):
+            return read_image(posixpath.join(root, item.key))
+
+        for item, image in read_each(items, read, unreadable, key=lambda item: item.key):
             yield (
                 item.key,
                 {
@@ -216,7 +215,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     "filename": item.key,
                 },
             )
-        _report("are unreadable and were skipped", unreadable)
+        list_skipped("Elbow", "file(s) are unreadable and were skipped", unreadable)
         self.info.metadata["unreadable"].update(unreadable)
 
 
@@ -309,13 +308,3 @@ def _read_manifest(path: str) -> dict[str, dict]:
     if errors:
         raise ValueError(f"{path} has {len(errors)} bad row(s):\n  " + "\n  ".join(errors))
     return rows
-
-
-def _report(what: str, entries: dict[str, str] | list[str]) -> None:
-    """One warning that lists every file, one a line (with its reason where there is one)."""
-    if entries:
-        if isinstance(entries, dict):
-            lines = "".join(f"\n  {key}: {reason}" for key, reason in sorted(entries.items()))
-        else:
-            lines = "".join(f"\n  {key}" for key in sorted(entries))
-        log.warning("Elbow: %d file(s) %s:%s", len(entries), what, lines)

@@ -24,7 +24,7 @@ from etils import epath
 
 from tf_fracture.audit.duplicates import find_duplicates
 from tf_fracture.audit.records import AuditRecord
-from tf_fracture.data.io import ImageReadError, decode_image
+from tf_fracture.data.io import decode_image, read_each
 from tf_fracture.data.splits import grouped_stratified_split
 
 _URL = "https://figshare.com/ndownloader/files/43283628"  # FracAtlas.zip, figshare article 22363012
@@ -188,14 +188,13 @@ def _deduplicate(root, records, near_threshold):
     Returns the kept keys, the exclusions, and a group id per key in a near-duplicate group
     (so that the split keeps such a group together).
     """
-    audit_records, excluded = [], {}
-    for key in sorted(records):
-        try:
-            image = decode_image(_read(root, key), key)
-            # Keep only the hashes and a thumbnail: memory stays flat over thousands of images.
-            audit_records.append(AuditRecord(key=key, label=records[key]["label"], image=image).hashed())
-        except ImageReadError as error:
-            excluded[key] = f"unreadable: {error.reason}"
+    unreadable: dict[str, str] = {}
+    # Keep only the hashes and a thumbnail: memory stays flat over thousands of images.
+    audit_records = [
+        AuditRecord(key=key, label=records[key]["label"], image=image).hashed()
+        for key, image in read_each(sorted(records), lambda key: decode_image(_read(root, key), key), unreadable)
+    ]
+    excluded = {key: f"unreadable: {reason}" for key, reason in unreadable.items()}
     parent: dict[str, str] = {}
 
     def root_of(key):

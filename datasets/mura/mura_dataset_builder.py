@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tf_fracture.data.io import ImageReadError, decode_image, read_image
+from tf_fracture.data.io import ImageReadError, decode_image, list_skipped, read_each, read_image
 from tf_fracture.data.splits import grouped_stratified_split
 
 BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
@@ -113,8 +113,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             records[split], split_problems, split_disagreements = scan_split(source, split)
             problems.update(split_problems)
             disagreements.update(split_disagreements)
-        _report("images left out", problems)
-        _report("studies whose folder name contradicts labeled_studies.csv (the CSV's label is used)", disagreements)
+        list_skipped("MURA", "image(s) left out", problems)
+        list_skipped(
+            "MURA",
+            "stud(ies) whose folder name contradicts labeled_studies.csv (the CSV's label is used)",
+            disagreements,
+        )
         overlap = {r.patient_id for r in records["train"]} & {r.patient_id for r in records["valid"]}
         if overlap:
             log.warning("MURA: %d patient(s) are in both train and valid: %s", len(overlap), sorted(overlap))
@@ -144,15 +148,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, source: MuraSource, records: list[MuraImage]):
-        unreadable = {}
+        unreadable: dict[str, str] = {}
         with source.open() as reader:
-            for record in records:
-                try:
-                    image = reader.read_image(record.filename)
-                except ImageReadError as error:
-                    log.warning("MURA: skipping %s: %s", record.filename, error.reason)
-                    unreadable[record.filename] = error.reason
-                    continue
+
+            def read(record: MuraImage):
+                return reader.read_image(record.filename)
+
+            for record, image in read_each(records, read, unreadable, key=lambda record: record.filename):
                 yield (
                     record.filename,
                     {
@@ -164,7 +166,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         "filename": record.filename,
                     },
                 )
-        _report("unreadable images, skipped", unreadable)
+        list_skipped("MURA", "image(s) unreadable, skipped", unreadable)
         self.info.metadata["unreadable"].update(unreadable)
 
 
@@ -226,12 +228,6 @@ def _relative(path: str) -> str | None:
         if part in _MURA_SPLITS:
             return "/".join(parts[i:])
     return None
-
-
-def _report(what: str, entries: dict[str, str]) -> None:
-    if entries:
-        lines = "".join(f"\n  {key}: {reason}" for key, reason in sorted(entries.items()))
-        log.warning("MURA: %s (%d):%s", what, len(entries), lines)
 
 
 @dataclasses.dataclass(frozen=True)

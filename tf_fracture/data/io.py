@@ -14,14 +14,16 @@ predictor and the PyTorch track can read images the way training did.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from io import BytesIO
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -29,6 +31,9 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -251,14 +256,60 @@ def read_images(paths: Iterable[str | os.PathLike]) -> tuple[dict[str, np.ndarra
         >>> for path, reason in failures:
         ...     print(f"skipped {path}: {reason}")
     """
-    images: dict[str, np.ndarray] = {}
-    failures: list[tuple[str, str]] = []
-    for path in paths:
+    skipped: dict[str, str] = {}
+    images = {os.fspath(path): image for path, image in read_each(paths, read_image, skipped, key=os.fspath)}
+    return images, list(skipped.items())
+
+
+def read_each(
+    items: Iterable[T],
+    read: Callable[[T], np.ndarray],
+    skipped: dict[str, str],
+    *,
+    key: Callable[[T], str] = str,
+) -> Iterator[tuple[T, np.ndarray]]:
+    """The one "read, skip and list bad files" loop: yields ``(item, image)`` for every readable item.
+
+    An item whose ``read`` raises :class:`ImageReadError` is skipped and recorded in ``skipped``
+    as ``{key(item): reason}``; every other item still runs, and any other exception propagates
+    (it is a bug, not a bad file). Builders and batch jobs iterate with it and then call
+    :func:`list_skipped` once, so a bad file costs only itself and is never lost silently.
+
+    Args:
+        items: what to read (paths, or records that know their file).
+        read: reads one item to an ``(H, W)`` uint8 image, raising ``ImageReadError`` on a bad file.
+        skipped: filled with ``{key(item): reason}`` for each bad file (kept by the caller, e.g. in
+            a dataset's metadata).
+        key: the name an item is listed under.
+
+    Example:
+        >>> skipped = {}
+        >>> for path, image in read_each(["a.png", "b.dcm"], read_image, skipped):
+        ...     ...
+        >>> list_skipped("MURA", "unreadable images, skipped", skipped)
+    """
+    for item in items:
         try:
-            images[os.fspath(path)] = read_image(path)
-        except ImageReadError as e:
-            failures.append((e.path, e.reason))
-    return images, failures
+            image = read(item)
+        except ImageReadError as error:
+            skipped[key(item)] = error.reason
+            continue
+        yield item, image
+
+
+def list_skipped(source: str, what: str, entries: Mapping[str, str] | Iterable[str]) -> None:
+    """Logs one warning that lists every file of ``entries``, one a line, with its reason if given.
+
+    Example:
+        >>> list_skipped("MURA", "image(s) unreadable, skipped", {"a.png": "truncated PNG data"})
+        # logs "MURA: 1 image(s) unreadable, skipped:\n  a.png: truncated PNG data"
+    """
+    if isinstance(entries, Mapping):
+        lines = "".join(f"\n  {name}: {reason}" for name, reason in sorted(entries.items()))
+    else:
+        lines = "".join(f"\n  {name}" for name in sorted(entries))
+    if lines:
+        _log.warning("%s: %d %s:%s", source, lines.count("\n"), what, lines)
 
 
 def _read_uri(path: str) -> bytes:
