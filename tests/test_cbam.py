@@ -159,3 +159,73 @@ def test_cbam_rejects_bad_arguments(kwargs, message):
 def test_cbam_rejects_non_image_input():
     with pytest.raises(ValueError, match="4-D channels-last"):
         CBAM()(keras.Input((10, 16)))
+
+
+# --- item 8: `trainable=False` must reach every sub-layer and variable ---------------------------
+
+
+def _sublayers(layer):
+    """Every layer below ``layer`` (Keras' own recursive walk, excluding ``layer`` itself)."""
+    return [sub for sub in layer._flatten_layers(include_self=False, recursive=True)]
+
+
+def assert_fully_frozen(layer):
+    assert layer.trainable is False
+    subs = _sublayers(layer)
+    assert {s.name for s in subs} >= {"channel_gate", "spatial_gate", "mlp_hidden", "mlp_out", "conv", "bn"}
+    assert [s.name for s in subs if s.trainable] == []
+    assert [v.path for v in layer.weights if v.trainable] == []
+
+
+@pytest.mark.parametrize("when", ["constructor", "from_config", "set_before_build", "set_after_build"])
+def test_frozen_cbam_freezes_every_sub_layer_and_variable(when):
+    if when == "constructor":
+        layer = CBAM(reduction=4, trainable=False)
+    elif when == "from_config":
+        layer = CBAM.from_config(CBAM(reduction=4, trainable=False).get_config())
+    elif when == "set_before_build":
+        layer = CBAM(reduction=4)
+        layer.trainable = False
+    else:
+        layer = CBAM(reduction=4)
+        layer.build((None, 5, 5, 16))
+        layer.trainable = False
+    if not layer.built:
+        layer.build((None, 5, 5, 16))
+    assert_fully_frozen(layer)
+    layer.trainable = True  # and thawing reaches them all again
+    assert all(s.trainable for s in _sublayers(layer))
+    assert len(layer.trainable_weights) == 7  # 2 Dense kernels and biases, the conv kernel, BN gamma and beta
+
+
+def _model_with_frozen_cbam():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv_in")(inputs)
+    x = CBAM(reduction=4, kernel_size=3, trainable=False, name="frozen_cbam")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+
+
+def test_frozen_cbam_stays_frozen_after_keras_reload_and_one_fit_step(tmp_path, rng):
+    model = _model_with_frozen_cbam()
+    for weight in model.get_layer("frozen_cbam").weights:  # non-trivial BN statistics, so drift would show
+        weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32") + (1.0 if "variance" in weight.path else 0.0))
+    path = tmp_path / "frozen.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+
+    cbam = loaded.get_layer("frozen_cbam")
+    assert_fully_frozen(cbam)
+    assert [s.trainable for s in _sublayers(loaded)] == [s.trainable for s in _sublayers(model)]
+    # conv_in (kernel, bias) + head (kernel, bias): nothing of the CBAM.
+    assert sorted(v.path for v in loaded.trainable_weights) == sorted(v.path for v in model.trainable_weights)
+    assert len(loaded.trainable_weights) == 4
+
+    before = {v.path: v.numpy() for v in cbam.weights}
+    others_before = {v.path: v.numpy() for v in loaded.trainable_weights}
+    loaded.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    x = rng.normal(0, 1, (4, 8, 8, 3)).astype("float32")
+    loaded.fit(x, rng.normal(0, 1, (4, 1)).astype("float32"), epochs=1, batch_size=4, verbose=0)
+    changed = [v.path for v in cbam.weights if not np.array_equal(before[v.path], v.numpy())]
+    assert changed == []  # neither its weights nor the spatial gate's BN moving statistics moved
+    assert all(not np.array_equal(others_before[v.path], v.numpy()) for v in loaded.trainable_weights)
