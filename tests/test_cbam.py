@@ -1,5 +1,9 @@
-"""CBAM against an independent NumPy implementation of Woo et al.'s formula."""
+"""CBAM against an independent NumPy implementation of Woo et al.'s formula, and its freezing.
 
+Config round trip, .keras reload, fit step and mixed precision: tests/test_layers.py (the harness).
+"""
+
+import harness
 import keras
 import numpy as np
 import pytest
@@ -118,35 +122,6 @@ def test_cbam_any_spatial_size_and_batch_in_a_model(rng):
         assert model(rng.normal(size=shape).astype("float32")).shape == shape
 
 
-def test_cbam_mixed_precision(rng):
-    x = rng.normal(0, 1, (2, 8, 8, 32)).astype("float32")
-    full = CBAM(dtype="float32")
-    mixed = CBAM(dtype="mixed_float16")
-    full.build(x.shape)
-    mixed.build(x.shape)
-    mixed.set_weights(full.get_weights())
-    y16 = mixed(x)
-    assert keras.backend.standardize_dtype(y16.dtype) == "float16"
-    assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in mixed.weights)
-    np.testing.assert_allclose(np.asarray(y16, "float32"), np.asarray(full(x)), atol=2e-2)
-
-
-def test_cbam_config_round_trip_and_save_load(tmp_path, rng):
-    layer = CBAM(reduction=8, kernel_size=5, name="att")
-    clone = CBAM.from_config(layer.get_config())
-    assert (clone.reduction, clone.kernel_size, clone.name) == (8, 5, "att")
-
-    inputs = keras.Input((None, None, 16))
-    model = keras.Model(inputs, CBAM(reduction=8, kernel_size=5)(inputs))
-    for weight in model.weights:  # move away from the initial values so a reload that skips weights fails
-        weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32") + (1.0 if "variance" in weight.path else 0.0))
-    path = tmp_path / "cbam.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    x = rng.normal(size=(2, 7, 7, 16)).astype("float32")
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"reduction": 0}, "reduction"), ({"kernel_size": 2.5}, "kernel_size"), ({"reduction": True}, "reduction")],
@@ -159,3 +134,66 @@ def test_cbam_rejects_bad_arguments(kwargs, message):
 def test_cbam_rejects_non_image_input():
     with pytest.raises(ValueError, match="4-D channels-last"):
         CBAM()(keras.Input((10, 16)))
+
+
+# --- item 8: `trainable=False` must reach every sub-layer and variable ---------------------------
+
+
+def _sublayers(layer):
+    """Every layer below ``layer`` (Keras' own recursive walk, excluding ``layer`` itself)."""
+    return [sub for sub in layer._flatten_layers(include_self=False, recursive=True)]
+
+
+def assert_fully_frozen(layer):
+    assert layer.trainable is False
+    subs = _sublayers(layer)
+    assert {s.name for s in subs} >= {"channel_gate", "spatial_gate", "mlp_hidden", "mlp_out", "conv", "bn"}
+    assert [s.name for s in subs if s.trainable] == []
+    assert [v.path for v in layer.weights if v.trainable] == []
+
+
+@pytest.mark.parametrize("when", ["constructor", "from_config", "set_before_build", "set_after_build"])
+def test_frozen_cbam_freezes_every_sub_layer_and_variable(when):
+    if when == "constructor":
+        layer = CBAM(reduction=4, trainable=False)
+    elif when == "from_config":
+        layer = CBAM.from_config(CBAM(reduction=4, trainable=False).get_config())
+    elif when == "set_before_build":
+        layer = CBAM(reduction=4)
+        layer.trainable = False
+    else:
+        layer = CBAM(reduction=4)
+        layer.build((None, 5, 5, 16))
+        layer.trainable = False
+    if not layer.built:
+        layer.build((None, 5, 5, 16))
+    assert_fully_frozen(layer)
+    layer.trainable = True  # and thawing reaches them all again
+    assert all(s.trainable for s in _sublayers(layer))
+    assert len(layer.trainable_weights) == 7  # 2 Dense kernels and biases, the conv kernel, BN gamma and beta
+
+
+def _model_with_frozen_cbam():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv_in")(inputs)
+    x = CBAM(reduction=4, kernel_size=3, trainable=False, name="frozen_cbam")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+
+
+def test_frozen_cbam_stays_frozen_after_keras_reload_and_one_fit_step(tmp_path, rng):
+    model = _model_with_frozen_cbam()
+    harness.randomise_weights(model)  # non-trivial BN statistics, so drift would show
+    loaded = harness.run_model_saving_test(model, rng.normal(0, 1, (2, 8, 8, 3)).astype("float32"), tmp_path)
+
+    cbam = loaded.get_layer("frozen_cbam")
+    assert_fully_frozen(cbam)
+    # conv_in (kernel, bias) + head (kernel, bias): nothing of the CBAM.
+    assert len(loaded.trainable_weights) == 4
+
+    before = harness.weight_values(cbam)
+    x = rng.normal(0, 1, (4, 8, 8, 3)).astype("float32")
+    changed = harness.run_fit_step_test(loaded, x, rng.normal(0, 1, (4, 1)).astype("float32"), learning_rate=0.5)
+    # Neither its weights nor the spatial gate's BN moving statistics moved; the rest all did.
+    assert sorted(changed & set(before)) == []
+    assert changed == {v.path for v in loaded.trainable_weights}

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from tf_fracture.cli import parse_args
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="images in the batch (default 4)")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (default: a temporary one)")
     parser.add_argument("--keras-summary", action="store_true", help="also print Keras' full layer summaries")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)  # adds --verbose; hides TensorFlow's start-up log unless given
 
     import keras
 

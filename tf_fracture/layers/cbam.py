@@ -13,13 +13,21 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tf_fracture.validation import check_int, check_number
+
 _PACKAGE = "tf_fracture"
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive integer, but got `{name}={value!r}`.")
-    return value
+def _sublayer_kwargs(layer: keras.layers.Layer) -> dict:
+    """What every sub-layer of ``layer`` inherits from it: its dtype policy and its ``trainable`` flag.
+
+    Keras' ``trainable`` setter reaches the sub-layers that exist when it runs, but the
+    constructor's ``trainable=False`` (which is how ``from_config`` and ``load_model`` freeze
+    a layer) only sets the layer's own flag: a sub-layer made with the default
+    ``trainable=True`` would keep trainable variables and, for BatchNorm, keep updating its
+    moving statistics in ``fit``.
+    """
+    return {"dtype": layer.dtype_policy, "trainable": layer.trainable}
 
 
 def _check_rank4(layer: keras.layers.Layer, input_shape) -> int:
@@ -53,13 +61,13 @@ class ChannelGate(keras.layers.Layer):
 
     def __init__(self, reduction: int = 16, **kwargs):
         super().__init__(**kwargs)
-        self.reduction = _check_positive_int("reduction", reduction)
+        self.reduction = check_int("reduction", reduction, minimum=1)
 
     def build(self, input_shape):
         channels = _check_rank4(self, input_shape)
         hidden = max(1, channels // self.reduction)
-        self.mlp_hidden = keras.layers.Dense(hidden, activation="relu", name="mlp_hidden", dtype=self.dtype_policy)
-        self.mlp_out = keras.layers.Dense(channels, name="mlp_out", dtype=self.dtype_policy)
+        self.mlp_hidden = keras.layers.Dense(hidden, activation="relu", name="mlp_hidden", **_sublayer_kwargs(self))
+        self.mlp_out = keras.layers.Dense(channels, name="mlp_out", **_sublayer_kwargs(self))
         self.mlp_hidden.build((None, channels))
         self.mlp_out.build((None, hidden))
 
@@ -98,9 +106,9 @@ class SpatialGate(keras.layers.Layer):
 
     def __init__(self, kernel_size: int = 7, epsilon: float = 1e-5, momentum: float = 0.99, **kwargs):
         super().__init__(**kwargs)
-        self.kernel_size = _check_positive_int("kernel_size", kernel_size)
-        self.epsilon = float(epsilon)
-        self.momentum = float(momentum)
+        self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, low_inclusive=False)
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0)
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)
@@ -111,10 +119,10 @@ class SpatialGate(keras.layers.Layer):
             padding="same",
             use_bias=False,
             name="conv",
-            dtype=self.dtype_policy,
+            **_sublayer_kwargs(self),
         )
         self.bn = keras.layers.BatchNormalization(
-            epsilon=self.epsilon, momentum=self.momentum, name="bn", dtype=self.dtype_policy
+            epsilon=self.epsilon, momentum=self.momentum, name="bn", **_sublayer_kwargs(self)
         )
         self.conv.build((None, None, None, 2))
         self.bn.build((None, None, None, 1))
@@ -159,10 +167,10 @@ class CBAM(keras.layers.Layer):
 
     def __init__(self, reduction: int = 16, kernel_size: int = 7, **kwargs):
         super().__init__(**kwargs)
-        self.reduction = _check_positive_int("reduction", reduction)
-        self.kernel_size = _check_positive_int("kernel_size", kernel_size)
-        self.channel_gate = ChannelGate(reduction, name="channel_gate", dtype=self.dtype_policy)
-        self.spatial_gate = SpatialGate(kernel_size, name="spatial_gate", dtype=self.dtype_policy)
+        self.reduction = check_int("reduction", reduction, minimum=1)
+        self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+        self.channel_gate = ChannelGate(reduction, name="channel_gate", **_sublayer_kwargs(self))
+        self.spatial_gate = SpatialGate(kernel_size, name="spatial_gate", **_sublayer_kwargs(self))
 
     def build(self, input_shape):
         _check_rank4(self, input_shape)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tf_fracture.validation import check_number
+
 
 @keras.saving.register_keras_serializable(package="tf_fracture")
 class LayerScale(keras.layers.Layer):
@@ -23,7 +25,7 @@ class LayerScale(keras.layers.Layer):
 
     def __init__(self, init_value: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
-        self.init_value = float(init_value)
+        self.init_value = check_number("init_value", init_value)
 
     def build(self, input_shape):
         self.gamma = self.add_weight(

@@ -1,0 +1,88 @@
+"""Quiet command lines: TensorFlow's start-up log is hidden unless --verbose / TF_FRACTURE_VERBOSE."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tf_fracture import cli
+
+# Lines TensorFlow prints at start-up on CPU-only and GPU machines (C++ absl log and Python absl).
+NOISE = (
+    "absl",
+    "cuda",
+    "cuInit",
+    "oneDNN custom operations",
+    "Unable to register",
+    "TF-TRT",
+    "cpu_feature_guard",
+    "This TensorFlow binary is optimized",
+)
+
+
+def run(*args, env=None):
+    environment = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
+    environment.update(env or {})
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=environment, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def noise_in(output):
+    return [marker for marker in NOISE if marker.lower() in output.lower()]
+
+
+@pytest.fixture(scope="module")
+def verbose_output():
+    output = run("-m", "tf_fracture.cli", "--verbose")
+    if not noise_in(output):
+        pytest.skip("this TensorFlow build prints no start-up log here, so hiding it cannot be tested")
+    return output
+
+
+def test_cli_hides_tensorflow_start_up_log(verbose_output):
+    output = run("-m", "tf_fracture.cli")
+    assert noise_in(output) == []
+    assert output.startswith("tf-fracture ") and "devices: " in output  # our own output is still there
+    assert output.splitlines()[0] in verbose_output
+
+
+def test_environment_variable_brings_it_back(verbose_output):
+    output = run("-m", "tf_fracture.cli", env={cli.VERBOSE_ENV: "1"})
+    assert noise_in(output) == noise_in(verbose_output)
+    assert noise_in(run("-m", "tf_fracture.cli", env={cli.VERBOSE_ENV: "0"})) == []
+
+
+def test_smoke_help_is_quiet_and_offers_verbose():
+    output = run("-m", "tf_fracture.smoke", "--help")
+    assert "--verbose" in output and noise_in(output) == []
+
+
+def test_captured_start_up_output_is_shown_when_loading_fails(capfd):
+    with cli._stderr_descriptor_captured():
+        os.write(2, b"hidden start-up line\n")
+    assert "hidden" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), cli._stderr_descriptor_captured() as caught:
+        os.write(2, b"the reason it failed\n")
+        caught.flush_to_stderr = True
+        raise RuntimeError("import failed")
+    assert "the reason it failed" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, env, expected",
+    [
+        ([], "", False),
+        (["--verbose"], "", True),
+        ([], "1", True),
+        ([], "true", True),
+        ([], "0", False),
+        ([], "no", False),
+    ],
+)
+def test_verbose_requested(monkeypatch, argv, env, expected):
+    monkeypatch.setenv(cli.VERBOSE_ENV, env)
+    assert cli.verbose_requested(argv) is expected
