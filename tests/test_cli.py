@@ -86,3 +86,17 @@ def test_captured_start_up_output_is_shown_when_loading_fails(capfd):
 def test_verbose_requested(monkeypatch, argv, env, expected):
     monkeypatch.setenv(cli.VERBOSE_ENV, env)
     assert cli.verbose_requested(argv) is expected
+
+
+def test_audit_of_a_folder_is_quiet_and_never_loads_tensorflow():
+    # A folder audit reads files with the TF-free reader: it must work where TensorFlow cannot load,
+    # and print nothing of TensorFlow's start-up.
+    folder = os.path.join(os.path.dirname(__file__), "..", "datasets", "fracatlas", "dummy_data", "FracAtlas", "images")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from tf_fracture.audit.__main__ import main\n"
+        f"sys.exit(main(['--folder', {folder!r}, '--labels-from-parent']))\n"
+    )
+    output = run("-c", code)
+    assert "positive class: Fractured (1)" in output
+    assert not noise_in(output), output

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from tf_fracture.audit.duplicates import MIN_CORRELATION
 from tf_fracture.audit.report import audit
 from tf_fracture.audit.sources import AuditSource, records_from_folder, records_from_tfds
+from tf_fracture.cli import add_verbose_argument, quiet_tensorflow
 from tf_fracture.data.hashing import HASH_BITS
 
 __all__ = ["main"]
@@ -61,6 +62,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, ar
         metavar="N",
         help="largest pHash Hamming distance (of 64 bits) counted as a near duplicate (default: 4)",
     )
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if (args.dataset is None) == (args.folder is None):
         parser.error("give either a TFDS dataset name or --folder PATH (exactly one of them)")
@@ -91,12 +93,12 @@ def _read_tfds(name: str, data_dir: str | None, positive: str | None) -> AuditSo
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = _parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported, to keep the report readable
     start = time.perf_counter()
     try:
         if args.folder is not None:
             source = records_from_folder(args.folder, args.labels_from_parent, args.positive)
         else:
+            quiet_tensorflow(args.verbose)  # only a TFDS dataset needs TensorFlow: a folder is read without it
             source = _read_tfds(args.dataset, args.data_dir, args.positive)
     except ValueError as e:
         parser.error(str(e))
