@@ -97,10 +97,10 @@ def test_fracture_argument_overrides_the_label():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"index": -1}, "`index` to be a non-negative integer"),
-        ({"index": 1.5}, "`index` to be a non-negative integer"),
-        ({"index": 0, "seed": -2}, "`seed` to be a non-negative integer"),
-        ({"index": 0, "size": 16}, "`size` to be an integer of at least 32"),
+        ({"index": -1}, "`index` to be an integer >= 0"),
+        ({"index": 1.5}, "`index` to be an integer >= 0"),
+        ({"index": 0, "seed": -2}, "`seed` to be an integer >= 0"),
+        ({"index": 0, "size": 16}, "`size` to be an integer >= 32"),
         ({"index": 0, "fracture": "yes"}, "`fracture` to be True, False or None"),
     ],
 )

@@ -30,6 +30,7 @@ from etils import epath
 
 from tf_fracture.data.io import ImageReadError, decode_image, list_skipped, read_each, read_image
 from tf_fracture.data.splits import grouped_stratified_split
+from tf_fracture.validation import check_rate
 
 BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 _MURA_SPLITS = ("train", "valid")
@@ -48,10 +49,7 @@ class MuraConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
     def __post_init__(self):
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(
-                f"Expected `validation_fraction` in [0, 1), but got `validation_fraction={self.validation_fraction}`."
-            )
+        check_rate("validation_fraction", self.validation_fraction)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from tf_fracture.data.synthetic import FRACTURE_KINDS, LABEL_NAMES, generate_radiograph
+from tf_fracture.validation import check_int
 
 # Each split renders indices [offset, offset + size): disjoint for any size up to the gap, and a
 # split's images do not change when another split grows.
@@ -37,13 +38,9 @@ class SyntheticXrayConfig(tfds.core.BuilderConfig):
 
     def __post_init__(self):
         for key in ("num_train", "num_validation", "num_test"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**8:
-                raise ValueError(f"Expected `{key}` to be an integer in [0, 10**8], but got `{key}={value!r}`.")
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 32:
-            raise ValueError(f"Expected `image_size` to be an integer of at least 32, but got `{self.image_size!r}`.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"Expected `seed` to be a non-negative integer, but got `seed={self.seed!r}`.")
+            check_int(key, getattr(self, key), minimum=0, maximum=10**8)
+        check_int("image_size", self.image_size, minimum=32)
+        check_int("seed", self.seed, minimum=0)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):

@@ -78,8 +78,8 @@ def test_tfds_load_finds_the_builder_by_name(tiny):
     [
         ({"num_train": -1}, "`num_train` to be an integer in"),
         ({"num_test": 10**9}, "`num_test` to be an integer in"),
-        ({"image_size": 16}, "`image_size` to be an integer of at least 32"),
-        ({"seed": -1}, "`seed` to be a non-negative integer"),
+        ({"image_size": 16}, "`image_size` to be an integer >= 32"),
+        ({"seed": -1}, "`seed` to be an integer >= 0"),
     ],
 )
 def test_invalid_configs_raise(kwargs, message):

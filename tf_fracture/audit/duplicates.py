@@ -25,6 +25,7 @@ import numpy as np
 
 from tf_fracture.audit.records import THUMBNAIL_SIZE, AuditRecord
 from tf_fracture.data.hashing import HASH_BITS, hashes_to_array, near_pairs, popcount64
+from tf_fracture.validation import check_int
 
 __all__ = ["MIN_CORRELATION", "DuplicateGroup", "find_duplicates"]
 
@@ -103,10 +104,7 @@ def find_duplicates(
         ...     if group.labels_conflict or group.spans_splits:
         ...         print(group.kind, group.keys)
     """
-    if isinstance(near_threshold, bool) or not isinstance(near_threshold, (int, np.integer)):
-        raise ValueError(f"Expected `near_threshold` to be an int, but got near_threshold={near_threshold!r}.")
-    if not 0 <= near_threshold <= HASH_BITS:
-        raise ValueError(f"Expected `near_threshold` in [0, {HASH_BITS}], but got near_threshold={near_threshold}.")
+    check_int("near_threshold", near_threshold, minimum=0, maximum=HASH_BITS)
     by_digest: dict[str, list[AuditRecord]] = {}
     phash_of: dict[str, int] = {}
     thumbnail_of: dict[str, np.ndarray | None] = {}

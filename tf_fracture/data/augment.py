@@ -26,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tf_fracture.validation import check_choice, check_number, check_rate
+
 ENGINES = ("opencv", "keras")
 
 
@@ -43,10 +45,8 @@ class AugmentConfig:
     fill_value: float = field(default=0.0, metadata={"help": "Value of pixels moved in from outside (black)."})
 
     def __post_init__(self):
-        if not 0.0 <= self.max_rotation_degrees <= 180.0:
-            raise ValueError(f"Expected `max_rotation_degrees` in [0, 180], but got {self.max_rotation_degrees!r}.")
-        if not 0.0 <= self.flip_probability <= 1.0:
-            raise ValueError(f"Expected `flip_probability` in [0, 1], but got {self.flip_probability!r}.")
+        check_number("max_rotation_degrees", self.max_rotation_degrees, 0.0, 180.0)
+        check_rate("flip_probability", self.flip_probability, high_inclusive=True)
         low, high = self.scale_range
         if not 0.0 < low <= high:
             raise ValueError(f"Expected `scale_range` (low, high) with 0 < low <= high, but got {self.scale_range!r}.")
@@ -133,8 +133,7 @@ def transform_batch(images, parameters, fill_value: float = 0.0, engine: str = "
         where: optional ``(B,)`` booleans; images where it is False are returned unchanged (and,
             with OpenCV, not resampled at all).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"Expected `engine` to be one of {ENGINES}, but got `engine={engine!r}`.")
+    check_choice("engine", engine, ENGINES)
     images = tf.convert_to_tensor(images)
     dtype = images.dtype
     shape = tf.shape(images)

@@ -17,6 +17,8 @@ import hashlib
 import cv2
 import numpy as np
 
+from tf_fracture.validation import check_int
+
 HASH_BITS = 64
 _HASH_SIZE = 8  # the top-left 8x8 block of DCT coefficients
 _DCT_SIZE = 32  # images are reduced to 32x32 before the DCT
@@ -129,8 +131,7 @@ def near_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarr
         `(i, j, distance)`: three 1-D arrays of equal length, sorted by `i` then `j`.
     """
     hashes = np.ascontiguousarray(hashes, dtype=np.uint64).reshape(-1)
-    if not 0 <= threshold <= HASH_BITS:
-        raise ValueError(f"Expected `threshold` in [0, {HASH_BITS}], but got threshold={threshold}.")
+    check_int("threshold", threshold, minimum=0, maximum=HASH_BITS)
     n = len(hashes)
     found_i, found_j, found_d = [], [], []
     for start in range(0, max(n - 1, 0), _BLOCK_ROWS):

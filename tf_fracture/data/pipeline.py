@@ -44,6 +44,7 @@ import tensorflow as tf
 from tf_fracture.data.augment import AugmentConfig, sample_parameters, transform_batch
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
 from tf_fracture.data.store import STORE_FORMAT, PreprocessedStore, open_store, store_key, write_store
+from tf_fracture.validation import check_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Examples whose raw pixels and preprocessed output enter a disk store's key (cheap: read and
@@ -78,16 +79,11 @@ class PipelineConfig:
     drop_remainder: bool = field(default=False, metadata={"help": "Drop the last incomplete batch of each epoch."})
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"Expected `batch_size` to be an integer >= 1, but got `batch_size={self.batch_size!r}`.")
-        if isinstance(self.augmented_copies, bool) or not isinstance(self.augmented_copies, int):
-            raise ValueError(f"Expected `augmented_copies` to be an integer >= 0, got {self.augmented_copies!r}.")
-        if self.augmented_copies < 0:
-            raise ValueError(f"Expected `augmented_copies` >= 0, but got {self.augmented_copies}.")
+        check_int("batch_size", self.batch_size)
+        check_int("augmented_copies", self.augmented_copies, minimum=0)
         if self.cache is not None and not isinstance(self.cache, str):
             raise ValueError(f"Expected `cache` to be '', a directory path or None, but got `cache={self.cache!r}`.")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise ValueError(f"Expected `seed` to be an integer >= 0 or None, but got `seed={self.seed!r}`.")
+        check_int("seed", self.seed, minimum=0, allow_none=True)
 
 
 # The method's epoch composition per training stage.
@@ -384,8 +380,7 @@ def _permutation(size: int, key) -> tf.Tensor:
 
 
 def _check_epoch(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"Expected `{name}` to be an integer >= 0, but got `{name}={value!r}`.")
+    check_int(name, value, minimum=0)
 
 
 def _options(deterministic: bool) -> tf.data.Options:

@@ -12,26 +12,15 @@ Reference:
 
 from __future__ import annotations
 
-import math
 from dataclasses import KW_ONLY, dataclass, field
 from types import MappingProxyType
 
 import cv2
 import numpy as np
 
+from tf_fracture.validation import check_choice, check_int, check_number
+
 RESIZE_MODES = ("stretch", "pad")
-
-
-def _check_int(key: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected `{key}` to be an integer >= {minimum}, but got `{key}={value!r}`.")
-
-
-def _check_number(key: str, value, positive: bool) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-    if bad or not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"Expected `{key}` to be a finite number {bound}, but got `{key}={value!r}`.")
 
 
 @dataclass(frozen=True)
@@ -66,20 +55,17 @@ class PreprocessConfig:
     )
 
     def __post_init__(self):
-        _check_int("image_size", self.image_size, minimum=1)
-        _check_int("clahe_grid", self.clahe_grid, minimum=1)
-        _check_int("unsharp_kernel", self.unsharp_kernel, minimum=3)
+        check_int("image_size", self.image_size)
+        check_int("clahe_grid", self.clahe_grid)
+        check_int("unsharp_kernel", self.unsharp_kernel, minimum=3)
         if self.unsharp_kernel % 2 == 0:
             raise ValueError(
                 f"Expected `unsharp_kernel` to be odd (a centred Gaussian kernel), "
                 f"but got `unsharp_kernel={self.unsharp_kernel}`."
             )
-        _check_number("clahe_clip_limit", self.clahe_clip_limit, positive=True)
-        _check_number("unsharp_amount", self.unsharp_amount, positive=False)
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(
-                f"Expected `resize_mode` to be one of 'stretch', 'pad', but got `resize_mode={self.resize_mode!r}`."
-            )
+        check_number("clahe_clip_limit", self.clahe_clip_limit, 0.0, low_inclusive=False)
+        check_number("unsharp_amount", self.unsharp_amount, 0.0)
+        check_choice("resize_mode", self.resize_mode, RESIZE_MODES)
 
 
 # The method's values. Read-only: a preset is changed with dataclasses.replace, never in place.
@@ -122,9 +108,8 @@ def resize(image: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
         (64, 64)
     """
     _check_image(image)
-    _check_int("size", size, minimum=1)
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"Expected `mode` to be one of 'stretch', 'pad', but got `mode={mode!r}`.")
+    check_int("size", size)
+    check_choice("mode", mode, RESIZE_MODES)
     if mode == "pad":
         image = _pad_to_square(image)
     height, width = image.shape
@@ -148,7 +133,7 @@ def clahe(image: np.ndarray, clip_limit: float = 2.5, grid: int = 4) -> np.ndarr
         (64, 64)
     """
     _check_image(image)
-    _check_int("grid", grid, minimum=1)
+    check_int("grid", grid)
     # A fresh CLAHE object per call: they hold state, and tf.data calls this from several threads.
     return cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(grid, grid)).apply(image)
 
@@ -171,7 +156,7 @@ def unsharp_mask(image: np.ndarray, kernel: int = 5, amount: float = 2.0) -> np.
         (64, 64)
     """
     _check_image(image)
-    _check_int("kernel", kernel, minimum=1)
+    check_int("kernel", kernel)
     if kernel % 2 == 0:
         raise ValueError(f"Expected `kernel` to be odd, but got `kernel={kernel}`.")
     pixels = image.astype(np.float32)

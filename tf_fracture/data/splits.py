@@ -10,8 +10,9 @@ the input, not on Python's hash randomisation.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Hashable, Mapping, Sequence
+
+from tf_fracture.validation import check_number
 
 # Fractions are user input (config values, CLI flags): allow for their float rounding.
 _FRACTION_TOLERANCE = 1e-6
@@ -27,8 +28,7 @@ def _check_fractions(fractions: Mapping[str, float]) -> None:
     for name, value in fractions.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"Expected split names to be non-empty strings, but got {name!r}.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"Expected the fraction of split {name!r} to be a number >= 0, but got {value!r}.")
+        check_number(f"fractions[{name!r}]", value, 0.0)
     total = sum(fractions.values())
     if abs(total - 1.0) > _FRACTION_TOLERANCE:
         raise ValueError(f"Expected `fractions` to sum to 1, but they sum to {total:.6g}: {dict(fractions)}.")

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from tf_fracture.validation import check_int
+
 FRACTURE_KINDS = ("none", "lucent_line", "displaced", "cortical_step")
 LABEL_NAMES = ("normal", "fracture")
 
@@ -133,8 +135,7 @@ def generate_radiograph(
         A `SyntheticRadiograph`.
     """
     _check_index_and_seed(index, seed)
-    if isinstance(size, bool) or not isinstance(size, int) or size < _MIN_SIZE:
-        raise ValueError(f"Expected `size` to be an integer of at least {_MIN_SIZE}, but got `size={size!r}`.")
+    check_int("size", size, minimum=_MIN_SIZE)
     if fracture is not None and not isinstance(fracture, bool | np.bool_):
         raise ValueError(f"Expected `fracture` to be True, False or None, but got `fracture={fracture!r}`.")
     label = label_for_index(index, seed) if fracture is None else int(fracture)
@@ -188,9 +189,8 @@ def generate_radiograph(
 
 
 def _check_index_and_seed(index, seed):
-    for key, value in (("index", index), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise ValueError(f"Expected `{key}` to be a non-negative integer, but got `{key}={value!r}`.")
+    check_int("index", index, minimum=0)
+    check_int("seed", seed, minimum=0)
 
 
 # --- the scene --------------------------------------------------------------------------------
