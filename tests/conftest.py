@@ -15,3 +15,14 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dtype():
+    # Keras keeps floatx and the dtype policy as process-wide state: a test that changes either must
+    # put it back, or every later test silently runs in another precision.
+    yield
+    policy, floatx = keras.config.dtype_policy().name, keras.config.floatx()
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
+    assert (policy, floatx) == ("float32", "float32"), f"the test left dtype policy {policy!r}, floatx {floatx!r}"
