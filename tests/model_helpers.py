@@ -18,14 +18,14 @@ def randomise_weights(model, seed=0):
         value = np.asarray(weight)
         if not np.issubdtype(value.dtype, np.floating):
             continue
-        name = weight.path.rsplit("/", 1)[-1]
-        if "variance" in name:
+        constant = value.size > 0 and np.all(value == value.flat[0])  # a constant initialiser
+        if "variance" in weight.path.rsplit("/", 1)[-1]:
             new = r.uniform(1.0, 2.0, value.shape)
-        elif name == "gamma":
+        elif constant and value.flat[0] != 0:  # scales: BN/LayerNorm gamma, LayerScale (whatever its name)
             new = r.uniform(0.5, 1.0, value.shape)
-        elif name in ("beta", "bias", "moving_mean") or "mean" in name:
+        elif constant:  # offsets, biases, moving means
             new = r.normal(0.0, 0.1, value.shape)
-        else:
+        else:  # randomly initialised kernels
             new = value * r.uniform(0.5, 1.0, value.shape)
         weight.assign(new.astype(value.dtype))
 
