@@ -1,21 +1,27 @@
 """Backbones: greyscale-stem equivalence, CBAM placement, shapes and argument errors."""
 
+import json
 import urllib.error
 
 import keras
 import numpy as np
 import pytest
 from helpers import images
+from model_helpers import neighbours, randomise_weights
 
 from tf_fracture.backbones import (
+    Backbone,
     BackboneConfig,
     WeightsUnavailableError,
     available_backbones,
     available_variants,
     build_backbone,
+    get_family,
+    load_application_weights,
 )
 from tf_fracture.backbones.weights import transfer_weights
 from tf_fracture.layers import CBAM
+from tf_fracture.models import load_model
 
 KERAS_APPLICATIONS = {
     ("convnext", "tiny"): keras.applications.ConvNeXtTiny,
@@ -68,6 +74,7 @@ def test_public_architecture_and_grey_stem_match_keras_application(name, variant
     reference = KERAS_APPLICATIONS[name, variant](
         include_top=False, weights=None, input_shape=(None, None, 3), pooling="avg"
     )
+    randomise_weights(reference)  # BN statistics, LayerNorm and LayerScale included
     public = dict(attention=False, feature_dim=None, keras_application=reference)
     rgb = build_backbone(name, variant, stem="rgb", **public)
     grey = build_backbone(name, variant, stem="grey", **public)
@@ -84,6 +91,7 @@ def test_public_architecture_and_grey_stem_match_keras_application(name, variant
 def test_method_model_grey_stem_equals_rgb_stem_on_replicated_input(name, rng, float64):
     rgb = build_backbone(name, weights=None, stem="rgb")
     grey = build_backbone(name, weights=None, stem="grey")
+    randomise_weights(rgb)
     stem = next(layer.name for layer in rgb.layers if isinstance(layer, keras.layers.Conv2D))
 
     def sum_rgb_kernels(values):
@@ -94,41 +102,47 @@ def test_method_model_grey_stem_equals_rgb_stem_on_replicated_input(name, rng, f
     assert_close_relative(grey.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, axis=-1), verbose=0))
 
 
-def cbam_input_channels(model):
-    return [layer.input.shape[-1] for layer in model.layers if isinstance(layer, CBAM)]
+def convnext_neighbours(variant, last_blocks):
+    p = f"convnext_{variant}"
+    after = [f"{p}_downsampling_layernorm_0", f"{p}_downsampling_layernorm_1", f"{p}_downsampling_layernorm_2"]
+    return {
+        f"{p}_stage_{stage}_cbam": ([f"{p}_stage_{stage}_block_{last}_add"], [nxt])
+        for stage, (last, nxt) in enumerate(zip(last_blocks, [*after, "feature_map"], strict=True))
+    }
 
 
-@pytest.mark.parametrize(
-    "name, variant, channels",
-    [
-        ("convnext", "tiny", [96, 192, 384, 768]),
-        ("efficientnetv2", "m", [80, 768]),
-        ("efficientnetv2", "s", [64, 768]),
-        ("mobilenetv3", "large", [768]),
-        ("mobilenetv3", "small", [768]),
-    ],
-)
-def test_cbam_placement(name, variant, channels):
+EFFICIENTNETV2_TOP = {"top_cbam": (["top_activation"], ["feature_map"])}
+MOBILENETV3_TOP = {"top_cbam": (["feature_activation"], ["feature_map"])}
+CBAM_NEIGHBOURS = {  # each CBAM's input layer and the layer it feeds: the method's points
+    ("convnext", "tiny"): convnext_neighbours("tiny", (2, 2, 8, 2)),  # after each stage's last block
+    ("convnext", "small"): convnext_neighbours("small", (2, 2, 26, 2)),
+    # between the last fused-MBConv block (stage 3) and the first MBConv block (4a); after the top conv
+    ("efficientnetv2", "s"): {"fused_mbconv_cbam": (["block3d_add"], ["block4a_expand_conv"]), **EFFICIENTNETV2_TOP},
+    ("efficientnetv2", "m"): {"fused_mbconv_cbam": (["block3e_add"], ["block4a_expand_conv"]), **EFFICIENTNETV2_TOP},
+    ("mobilenetv3", "large"): MOBILENETV3_TOP,  # after the added 1x1 conv (+BN, hard-swish)
+    ("mobilenetv3", "small"): MOBILENETV3_TOP,
+}
+
+
+@pytest.mark.parametrize("name, variant", ALL_VARIANTS)
+def test_cbam_placement_by_graph_neighbours(name, variant):
     model = build_backbone(name, variant, weights=None)
-    assert cbam_input_channels(model) == channels
-    assert cbam_input_channels(build_backbone(name, variant, weights=None, attention=False)) == []
+    cbams = {layer.name: neighbours(layer) for layer in model.layers if isinstance(layer, CBAM)}
+    assert cbams == CBAM_NEIGHBOURS[name, variant]
+    # The feature map is the last spatial map: the pooling layer's only input.
+    (pooling,) = neighbours(model.get_layer("feature_map"))[1]
+    assert isinstance(model.get_layer(pooling), keras.layers.GlobalAveragePooling2D)
+    plain = build_backbone(name, variant, weights=None, attention=False)
+    assert not [layer for layer in plain.layers if isinstance(layer, CBAM)]
 
 
-def test_efficientnetv2_cbam_sits_between_fused_and_mbconv_stages():
+def test_efficientnetv2_and_mobilenetv3_reach_768_channels_before_cbam():
     model = build_backbone("efficientnetv2", "m", weights=None)
-    gate = model.get_layer("fused_mbconv_cbam")
-    assert gate.input.shape[-1] == 80  # stage 3, the last fused-MBConv stage of V2-M
-    first_mbconv = model.get_layer("block4a_expand_conv")
-    assert first_mbconv.input is gate.output
+    assert model.get_layer("fused_mbconv_cbam").input.shape[-1] == 80  # stage 3 of V2-M
     assert model.get_layer("top_conv").filters == 768
-    assert model.get_layer("top_cbam").input is model.get_layer("top_activation").output
-
-
-def test_mobilenetv3_projects_960_to_768_before_cbam():
     model = build_backbone("mobilenetv3", "large", weights=None)
     conv = model.get_layer("feature_conv")
     assert conv.input.shape[-1] == 960 and conv.filters == 768 and conv.kernel_size == (1, 1)
-    assert model.get_layer("top_cbam").input is model.get_layer("feature_activation").output
 
 
 def test_convnext_has_no_grouped_convolutions():
@@ -150,6 +164,34 @@ def test_fixed_input_size(rng):
     model = build_backbone("mobilenetv3", "small", weights=None, input_size=96)
     assert model.input_shape == (None, 96, 96, 1)
     assert model(images(rng, size=96)).shape == (2, 768)
+
+
+@pytest.mark.parametrize("name, variant", ALL_VARIANTS)
+def test_feature_dim_equal_to_native_width_keeps_the_network_unchanged(name, variant):
+    """feature_dim == the network's own width means what None means, in every family: no added or
+    rebuilt layer, and every weight (EfficientNetV2's top conv included) comes from the application."""
+    width = NATIVE_WIDTH[name, variant]
+    assert get_family(name).native_width[variant] == width
+    native = build_backbone(name, variant, weights=None, feature_dim=width)
+    default = build_backbone(name, variant, weights=None, feature_dim=None)
+    assert native.output_shape == (None, width)
+
+    def layout(model):  # weightless layers may carry Keras' auto-numbered names
+        return [
+            (type(layer).__name__, layer.name if layer.weights else "", [tuple(w.shape) for w in layer.weights])
+            for layer in model.layers
+        ]
+
+    assert layout(native) == layout(default)
+    application = get_family(name).keras_application(variant)
+    randomise_weights(application)
+    load_application_weights(native, application)  # fails if any application weight is left unused
+    top = {"convnext": f"convnext_{variant}_stage_3_block_2_pointwise_conv_2", "efficientnetv2": "top_conv"}
+    top = top.get(name, "conv_1")  # the last weighted layer of the network's own head
+    for got, expected in zip(native.get_layer(top).weights, application.get_layer(top).weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    other = build_backbone(name, variant, weights=None, feature_dim=width // 2)
+    assert other.output_shape == (None, width // 2) and layout(other) != layout(default)
 
 
 def test_feature_dim_and_public_widths(rng):
@@ -177,6 +219,48 @@ def test_bad_arguments_raise_clear_errors(call, message):
         call()
 
 
+def test_transfer_weights_refuses_to_drop_a_source_weight():
+    def net(extra):
+        x = inputs = keras.Input((4,))
+        x = keras.layers.Dense(3, name="a")(x)
+        if extra:
+            x = keras.layers.Dense(3, name="extra")(x)
+        return keras.Model(inputs, keras.layers.Dense(2, name="b")(x))
+
+    source, target = net(extra=True), net(extra=False)
+    before = [np.asarray(w).copy() for w in target.weights]
+    with pytest.raises(ValueError, match=r"layers \['extra'\] .* no layer .* would be dropped"):
+        transfer_weights(source, target)
+    assert all(np.array_equal(b, np.asarray(w)) for b, w in zip(before, target.weights, strict=True))  # untouched
+    assert transfer_weights(source, target, unused_source=["extra"]) == ["a", "b"]
+    np.testing.assert_array_equal(np.asarray(target.get_layer("b").kernel), np.asarray(source.get_layer("b").kernel))
+
+
+@pytest.mark.parametrize("name, variant", [("convnext", "tiny"), ("efficientnetv2", "s"), ("mobilenetv3", "small")])
+def test_backbone_carries_its_config_through_json_and_keras_file(name, variant, tmp_path, rng):
+    options = dict(attention=False, stem="rgb", feature_dim=256, input_size=64, cbam_reduction=8, cbam_kernel_size=5)
+    backbone = build_backbone(name, variant, weights=None, **options)
+    randomise_weights(backbone)
+    config = backbone.get_config()
+    assert config == {"name": backbone.name, "trainable": True, "family": name, "variant": variant, **options}
+    rebuilt = Backbone.from_config(json.loads(json.dumps(config)))
+    assert rebuilt.get_config() == config and rebuilt.count_params() == backbone.count_params()
+    backbone.save(tmp_path / "backbone.keras")
+    loaded = load_model(tmp_path / "backbone.keras")
+    assert type(loaded) is Backbone and loaded.get_config() == config
+    assert loaded.build_config(weights="imagenet") == BackboneConfig(
+        name=name, weights="imagenet", **config_fields(config)
+    )
+    x = images(rng, size=64, channels=3)
+    expected = backbone.predict(x, verbose=0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5 * np.abs(expected).max(), rtol=0)
+    assert loaded.feature_map.shape == (None, 2, 2, loaded.get_layer("feature_map").output.shape[-1])
+
+
+def config_fields(config):
+    return {k: v for k, v in config.items() if k not in ("name", "trainable", "family")}
+
+
 def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch, tmp_path):
     import keras.src.backend.config as keras_config
     import keras.src.utils.file_utils as file_utils
@@ -189,3 +273,7 @@ def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch, tmp_pat
     with pytest.raises(WeightsUnavailableError, match=r"weights=None") as info:
         build_backbone("mobilenetv3", "small", weights="imagenet")
     assert "MobileNetV3Small" in str(info.value) and "KERAS_HOME" in str(info.value)
+    # Building the graph and reloading a saved model never download: the weights are a separate step.
+    backbone = Backbone("mobilenetv3", "small")
+    backbone.save(tmp_path / "saved.keras")
+    assert load_model(tmp_path / "saved.keras").get_config() == backbone.get_config()

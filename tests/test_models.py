@@ -1,12 +1,25 @@
 """Classifiers and the fusion ensemble: shapes, save/load round trips, a training step, errors."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import images
+from model_helpers import randomise_weights
 
-from tf_fracture.backbones import available_backbones, build_backbone
-from tf_fracture.models import FusionConfig, build_classifier, build_fusion, feature_extractor, load_model
+from tf_fracture.backbones import Backbone, available_backbones, build_backbone
+from tf_fracture.models import (
+    FractureClassifier,
+    FusionConfig,
+    FusionModel,
+    build_classifier,
+    build_fusion,
+    feature_extractor,
+    feature_map_model,
+    load_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,23 +34,15 @@ def small_classifiers():
     """The smallest variant of each family: the fusion is family-agnostic, and these keep tests fast."""
     keras.utils.set_random_seed(8)
     variants = {"convnext": "tiny", "efficientnetv2": "s", "mobilenetv3": "small"}
-    return {name: build_classifier(name, variant, weights=None) for name, variant in variants.items()}
+    models = {name: build_classifier(name, variant, weights=None) for name, variant in variants.items()}
+    for seed, model in enumerate(models.values()):
+        randomise_weights(model, seed)  # a fusion that failed to copy a member's weights would show
+    return models
 
 
 @pytest.fixture(scope="module")
 def fusion(small_classifiers):
     return build_fusion(list(small_classifiers.values()))
-
-
-def randomise(model, seed=0):
-    """Moves every weight off its initial value, so a reload that silently skipped one would show."""
-    r = np.random.default_rng(seed)
-    for weight in model.weights:
-        value = np.asarray(weight)
-        if "variance" in weight.path:
-            weight.assign(r.uniform(0.5, 1.5, value.shape).astype(value.dtype))
-        else:
-            weight.assign((value + r.normal(0, 0.01, value.shape)).astype(value.dtype))
 
 
 @pytest.mark.parametrize("name", available_backbones())
@@ -55,11 +60,21 @@ def test_fusion_concatenates_three_768d_heads(fusion, small_classifiers, rng):
     assert fusion.get_layer("fusion_dropout").rate == 0.3
     assert fusion.output_shape == (None, 1)
     assert fusion(images(rng, size=64)).shape == (2, 1)
-    # The fused features are exactly the members' features side by side.
-    x = images(rng, size=64)
-    fused = keras.Model(fusion.input, fusion.get_layer("fused_features").output)(x)
-    members = [feature_extractor(model)(x) for model in small_classifiers.values()]
-    np.testing.assert_allclose(np.asarray(fused), np.concatenate([np.asarray(m) for m in members], -1), atol=1e-5)
+    assert_fused_features_are_the_members(fusion, small_classifiers.values(), images(rng, size=64))
+
+
+def assert_fused_features_are_the_members(fusion, members, x):
+    """Each member's slice of the fused features equals its own features, to within 1e-5 of *its* scale."""
+    fused = np.asarray(keras.Model(fusion.input, fusion.get_layer("fused_features").output)(x))
+    start = 0
+    for model in members:
+        expected = np.asarray(feature_extractor(model)(x, training=False))
+        scale = np.abs(expected).max()
+        assert np.std(expected) > 1e-3 * scale > 0, f"{model.name}'s features are degenerate: the check proves nothing"
+        got = fused[:, start : start + expected.shape[-1]]
+        np.testing.assert_allclose(got, expected, atol=1e-5 * scale, rtol=0, err_msg=model.name)
+        start += expected.shape[-1]
+    assert start == fused.shape[-1]
 
 
 def test_fusion_freezes_or_trains_its_members(small_classifiers):
@@ -76,7 +91,7 @@ def test_fusion_freezes_or_trains_its_members(small_classifiers):
 @pytest.mark.parametrize("name", available_backbones())
 def test_classifier_save_load_round_trip(classifiers, name, tmp_path, rng):
     model = classifiers[name]
-    randomise(model)
+    randomise_weights(model)
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = load_model(path)
@@ -86,7 +101,7 @@ def test_classifier_save_load_round_trip(classifiers, name, tmp_path, rng):
 
 
 def test_fusion_save_load_round_trip_and_build_from_saved_members(small_classifiers, fusion, tmp_path, rng):
-    randomise(fusion, seed=3)
+    randomise_weights(fusion, seed=3)
     path = tmp_path / "fusion.keras"
     fusion.save(path)
     loaded = load_model(path)
@@ -97,10 +112,7 @@ def test_fusion_save_load_round_trip_and_build_from_saved_members(small_classifi
     for name, model in small_classifiers.items():
         paths.append(tmp_path / f"member_{name}.keras")
         model.save(paths[-1])
-    from_files = build_fusion(paths)
-    expected = np.concatenate([feature_extractor(m).predict(x, verbose=0) for m in small_classifiers.values()], -1)
-    fused = keras.Model(from_files.input, from_files.get_layer("fused_features").output)
-    np.testing.assert_allclose(fused.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    assert_fused_features_are_the_members(build_fusion(paths), small_classifiers.values(), x)
 
 
 @pytest.mark.parametrize("name", [*available_backbones(), "fusion"])
@@ -132,7 +144,10 @@ def test_classifier_dropout_and_model_input(rng):
         (lambda: build_classifier("vgg16"), ValueError, "Valid backbones"),
         (lambda: build_classifier("mobilenetv3", weights=None, dropout=1.5), ValueError, "`dropout`"),
         (lambda: build_classifier(3), ValueError, "Expected `backbone`"),
-        (lambda: build_classifier(keras.Sequential([keras.layers.Dense(1)]), "s"), ValueError, "only apply"),
+        (lambda: build_classifier(Backbone("mobilenetv3", "small"), "s"), ValueError, "only apply"),
+        (lambda: build_classifier(keras.Sequential([keras.layers.Dense(1)])), ValueError, "Expected `backbone`"),
+        (lambda: build_classifier("mobilenetv3", weights=None, preprocessing=[1]), ValueError, "`preprocessing`"),
+        (lambda: build_classifier("mobilenetv3", weights=None, preprocessing={"f": len}), ValueError, "JSON"),
         (lambda: FusionConfig(normalization="group"), ValueError, "`normalization`"),
         (lambda: FusionConfig(hidden_units=(0,)), ValueError, "`hidden_units`"),
         (lambda: build_fusion([]), ValueError, "at least two"),
@@ -152,7 +167,7 @@ def test_fusion_rejects_repeated_or_incompatible_members(classifiers):
     with pytest.raises(ValueError, match="input channels"):
         build_fusion([convnext, rgb])
     plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
-    with pytest.raises(ValueError, match="no layer named 'features'"):
+    with pytest.raises(ValueError, match="Expected a fusion member to be a FractureClassifier"):
         build_fusion([convnext, plain])
 
 
@@ -167,3 +182,94 @@ def test_mixed_precision_classifier_computes_in_float16_and_returns_float32(rng)
     assert model.get_layer("features").output.dtype == "float16"
     logits = model(images(rng, size=64))
     assert keras.backend.standardize_dtype(logits.dtype) == "float32" and np.isfinite(np.asarray(logits)).all()
+
+
+def test_frozen_members_run_in_inference_mode_and_trained_members_train(small_classifiers, rng):
+    """Two training-mode calls of a frozen fusion give the same fused features (EfficientNetV2's
+    stochastic depth and BatchNorm off); with train_backbones the members are in training mode."""
+    x = images(rng, batch=4, size=64)
+    members = list(small_classifiers.values())
+    frozen = build_fusion(members, FusionConfig(hidden_units=(8,)))
+    fused = keras.Model(frozen.input, frozen.get_layer("fused_features").output)
+    first, second = np.asarray(fused(x, training=True)), np.asarray(fused(x, training=True))
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, np.asarray(fused(x, training=False)))
+
+    trained = build_fusion(members, FusionConfig(hidden_units=(8,), train_backbones=True))
+    fused = keras.Model(trained.input, trained.get_layer("fused_features").output)
+    first, second = np.asarray(fused(x, training=True)), np.asarray(fused(x, training=True))
+    inference = np.asarray(fused(x, training=False))
+    efficientnet = slice(768, 2 * 768)  # stochastic depth: two training calls differ
+    assert np.abs(first[:, efficientnet] - second[:, efficientnet]).max() > 1e-3 * np.abs(inference).max()
+    assert np.abs(first - inference).max() > 1e-3 * np.abs(inference).max()  # batch statistics in training
+
+
+def test_reloaded_frozen_fusion_trains_only_its_head(small_classifiers, tmp_path, rng):
+    """Issue 6, item 8 at the fusion level: after a .keras reload only the head's 6 variables train,
+    and one fit step leaves every member weight (BatchNorm statistics included) unchanged."""
+    fusion = build_fusion(list(small_classifiers.values()), FusionConfig(hidden_units=(8,)))
+    fusion.save(tmp_path / "fusion.keras")
+    loaded = load_model(tmp_path / "fusion.keras")
+    assert len(loaded.trainable_variables) == 6, [v.path for v in loaded.trainable_variables]
+    members = [v for member in loaded.members for v in member.weights]
+    before = [np.asarray(v).copy() for v in members]
+    head = [np.asarray(v).copy() for v in loaded.trainable_variables]
+    loaded.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    loaded.fit(images(rng, batch=4, size=64), np.array([0, 1, 1, 0], "float32"), epochs=1, verbose=0)
+    changed = [v.path for v, b in zip(members, before, strict=True) if not np.array_equal(b, np.asarray(v))]
+    assert changed == []
+    assert all(not np.array_equal(b, np.asarray(v)) for b, v in zip(head, loaded.trainable_variables, strict=True))
+
+
+def test_classifier_carries_its_config_and_preprocessing(tmp_path, rng):
+    preprocessing = {"preset": "mura", "size": 64, "clahe": {"clip_limit": 2.0, "tiles": (8, 8)}}
+    model = build_classifier(
+        "mobilenetv3", "small", weights=None, stem="rgb", input_size=64, dropout=0.2, preprocessing=preprocessing
+    )
+    randomise_weights(model, seed=5)
+    assert model.preprocessing == json.loads(json.dumps(preprocessing))  # stored JSON-safe
+    config = json.loads(json.dumps(model.get_config()))
+    rebuilt = FractureClassifier.from_config(config)
+    assert rebuilt.get_config() == model.get_config()
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras")
+    assert type(loaded) is FractureClassifier and type(loaded.backbone) is Backbone
+    assert loaded.get_config() == model.get_config()
+    backbone = loaded.backbone
+    assert (backbone.family, backbone.variant, backbone.stem, backbone.attention) == (
+        "mobilenetv3",
+        "small",
+        "rgb",
+        True,
+    )
+    assert (backbone.input_size, backbone.feature_dim, loaded.dropout) == (64, 768, 0.2)
+    assert loaded.preprocessing["clahe"]["tiles"] == [8, 8]
+    x = images(rng, size=64, channels=3)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5 * np.abs(expected).max(), rtol=0)
+
+
+def test_fusion_carries_its_config(small_classifiers, tmp_path):
+    config = FusionConfig(hidden_units=(16, 8), dropout=0.1, normalization="batch", train_backbones=True)
+    fusion = build_fusion(list(small_classifiers.values()), config, input_size=64, preprocessing={"preset": "elbow"})
+    fusion.save(tmp_path / "fusion.keras")
+    loaded = load_model(tmp_path / "fusion.keras")
+    assert type(loaded) is FusionModel and loaded.fusion_config == config
+    assert (loaded.input_size, loaded.preprocessing) == (64, {"preset": "elbow"})
+    assert [m.family for m in loaded.members] == ["convnext", "efficientnetv2", "mobilenetv3"]
+    assert all(m.trainable for m in loaded.members)
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_feature_map_model_gives_gradients_from_the_map_to_the_logit(small_classifiers, reload, tmp_path, rng):
+    model = small_classifiers["efficientnetv2"]
+    if reload:
+        model.save(tmp_path / "model.keras")
+        model = load_model(tmp_path / "model.keras")
+    cam = feature_map_model(model)
+    x = tf.constant(images(rng, size=64))
+    with tf.GradientTape() as tape:
+        feature_map, logit = cam(x)
+    grads = tape.gradient(logit, feature_map)
+    assert feature_map.shape == (2, 2, 2, 768) and grads is not None and np.abs(np.asarray(grads)).max() > 0
+    np.testing.assert_allclose(np.asarray(logit), np.asarray(model(x)), rtol=1e-5, atol=1e-6)

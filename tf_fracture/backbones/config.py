@@ -26,7 +26,8 @@ class BackboneConfig:
     attention: bool = field(default=True, metadata={"help": "Insert CBAM blocks at the method's fixed points."})
     stem: str = field(default="grey", metadata={"help": "'grey' (1-channel input, summed RGB kernels) or 'rgb'."})
     feature_dim: int | None = field(
-        default=768, metadata={"help": "Width of the feature head; None keeps the network's own width."}
+        default=768,
+        metadata={"help": "Feature width; None or the network's own width keeps its own head, unchanged."},
     )
     input_size: int | None = field(
         default=None, metadata={"help": "Square input size in pixels; None accepts any size."}

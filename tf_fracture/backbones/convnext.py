@@ -10,7 +10,8 @@ ImageNet weights transfer by name) with three changes:
   then summed, so a 1-channel image gives what the original gives for its 3-channel copy;
 * optionally one CBAM after each of the four stages.
 
-The head is global average pooling and LayerNorm (768-d for Tiny and Small).
+The head is global average pooling and LayerNorm (768-d for Tiny and Small), then a Dense
+projection only when ``feature_dim`` is another width.
 
 Reference:
     Liu et al., "A ConvNet for the 2020s", CVPR 2022.
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 
 from tf_fracture.backbones.config import BackboneConfig
-from tf_fracture.backbones.registry import BackboneFamily, register_backbone
+from tf_fracture.backbones.registry import FEATURE_MAP, FEATURES, BackboneFamily, register_backbone
 from tf_fracture.backbones.weights import fold_normalisation, load_keras_application, transfer_weights
 from tf_fracture.layers import CBAM, LayerScale
 
@@ -31,6 +32,7 @@ WIDTHS = (96, 192, 384, 768)
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 _APPLICATIONS = {"tiny": "ConvNeXtTiny", "small": "ConvNeXtSmall"}
+PROJECTION = "feature_projection"  # added only when feature_dim differs from 768
 
 
 def _block(x, width: int, prefix: str):
@@ -44,7 +46,11 @@ def _block(x, width: int, prefix: str):
     return keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
 
 
-def build_convnext(config: BackboneConfig, variant: str, source: keras.Model | None = None) -> keras.Model:
+def keras_application(variant: str, weights: str | None = None) -> keras.Model:
+    return load_keras_application(getattr(keras.applications, _APPLICATIONS[variant]), weights, pooling="avg")
+
+
+def build_graph(config: BackboneConfig, variant: str):
     prefix = f"convnext_{variant}"
     inputs = keras.Input((config.input_size, config.input_size, config.channels), name="image")
     x = keras.layers.Conv2D(WIDTHS[0], 4, strides=4, name=f"{prefix}_stem_conv")(inputs)
@@ -57,22 +63,18 @@ def build_convnext(config: BackboneConfig, variant: str, source: keras.Model | N
             x = _block(x, width, f"{prefix}_stage_{stage}_block_{block}")
         if config.attention:
             x = CBAM(config.cbam_reduction, config.cbam_kernel_size, name=f"{prefix}_stage_{stage}_cbam")(x)
+    x = keras.layers.Identity(name=FEATURE_MAP)(x)
     x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}_head_gap")(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_head_layernorm")(x)
-    if config.feature_dim is not None and config.feature_dim != WIDTHS[-1]:
-        x = keras.layers.Dense(config.feature_dim, name="feature_projection")(x)
-    features = keras.layers.Identity(name="features")(x)
-    model = keras.Model(inputs, features, name=config.model_name(prefix))
-    _load_weights(model, config, variant, prefix, source)
-    return model
+    if CONVNEXT.projects(config, variant):
+        x = keras.layers.Dense(config.feature_dim, name=PROJECTION)(x)
+    return inputs, keras.layers.Identity(name=FEATURES)(x)
 
 
-def _load_weights(model, config: BackboneConfig, variant: str, prefix: str, source: keras.Model | None) -> None:
-    """Initialises from the Keras application (ImageNet weights, or its random init)."""
-    if source is None:
-        constructor = getattr(keras.applications, _APPLICATIONS[variant])
-        source = load_keras_application(constructor, config.weights, pooling="avg")
-    grey = config.stem == "grey"
+def transfer(application: keras.Model, backbone: keras.Model) -> None:
+    """Initialises from the Keras application (``pooling="avg"``), folding its input normalisation."""
+    prefix = f"convnext_{backbone.variant}"
+    grey = backbone.stem == "grey"
 
     def stem(values):
         kernel, bias = fold_normalisation(*values, IMAGENET_MEAN, IMAGENET_STD, grey=grey)
@@ -82,13 +84,14 @@ def _load_weights(model, config: BackboneConfig, variant: str, prefix: str, sour
         kernel, bias = values  # grouped Conv2D kernel (7, 7, 1, C) -> depthwise (7, 7, C, 1)
         return [np.transpose(kernel, (0, 1, 3, 2)), bias]
 
-    depthwise_names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
-    added = [layer.name for layer in model.layers if isinstance(layer, CBAM) or layer.name == "feature_projection"]
+    layers = backbone.layers
+    depthwise_names = [layer.name for layer in layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    added = [layer.name for layer in layers if isinstance(layer, CBAM) or layer.name == PROJECTION]
     transfer_weights(
-        source,
-        model,
+        application,
+        backbone,
         transforms={f"{prefix}_stem_conv": stem, **{name: depthwise for name in depthwise_names}},
-        rename={f"{prefix}_head_layernorm": source.layers[-1].name},
+        rename={f"{prefix}_head_layernorm": application.layers[-1].name},
         skip=added,
     )
 
@@ -98,7 +101,10 @@ CONVNEXT = register_backbone(
         name="convnext",
         variants=tuple(DEPTHS),
         default_variant="tiny",
-        build=build_convnext,
+        build_graph=build_graph,
+        keras_application=keras_application,
+        transfer=transfer,
+        native_width={variant: WIDTHS[-1] for variant in DEPTHS},
         summary="ConvNeXt (Liu et al. 2022); CBAM after each of the 4 stages; 768-d features.",
     )
 )

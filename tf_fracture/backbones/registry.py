@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import keras
 
 from tf_fracture.backbones.config import BackboneConfig
 
+FEATURE_MAP = "feature_map"  # the last spatial map before pooling (Grad-CAM reads it)
+FEATURES = "features"  # the pooled feature vector
+
 
 @dataclass(frozen=True)
 class BackboneFamily:
-    """A family of backbones and the function that builds one from a config."""
+    """A family of backbones: how to build its graph and how to fill it from a Keras application.
+
+    Attributes:
+        build_graph: ``(config, variant) -> (inputs, features)``: the functional graph, freshly
+            initialised, with an identity layer named ``FEATURE_MAP`` on the last spatial map and one
+            named ``FEATURES`` on the pooled vector. Never downloads anything.
+        keras_application: ``(variant, weights) -> keras.Model``: Keras' network this family rebuilds.
+        transfer: ``(application, backbone) -> None``: copies the application's weights into a
+            backbone of this family (greyscale stem, renamed and transposed layers handled).
+        native_width: the network's own feature width per variant; ``feature_dim`` equal to it (or
+            None) keeps the network's own head unchanged.
+    """
 
     name: str
     variants: tuple[str, ...]
     default_variant: str
-    build: Callable[[BackboneConfig, str, keras.Model | None], keras.Model]
+    build_graph: Callable[[BackboneConfig, str], tuple[keras.KerasTensor, keras.KerasTensor]]
+    keras_application: Callable[[str, str | None], keras.Model]
+    transfer: Callable[[keras.Model, keras.Model], None]
+    native_width: Mapping[str, int]
     summary: str
+
+    def projects(self, config: BackboneConfig, variant: str) -> bool:
+        """Whether ``config.feature_dim`` asks for a width other than the network's own."""
+        return config.feature_dim is not None and config.feature_dim != self.native_width[variant]
 
 
 _FAMILIES: dict[str, BackboneFamily] = {}
@@ -29,6 +50,8 @@ def register_backbone(family: BackboneFamily) -> BackboneFamily:
         raise ValueError(f"A backbone family named {family.name!r} is already registered.")
     if family.default_variant not in family.variants:
         raise ValueError(f"Default variant {family.default_variant!r} of {family.name!r} is not in {family.variants}.")
+    if set(family.native_width) != set(family.variants):
+        raise ValueError(f"`native_width` of {family.name!r} must name every variant in {family.variants}.")
     _FAMILIES[family.name] = family
     return family
 

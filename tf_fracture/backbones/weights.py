@@ -67,24 +67,28 @@ def transfer_weights(
     transforms: Mapping[str, Callable[[list[np.ndarray]], list[np.ndarray]]] | None = None,
     skip: Collection[str] = (),
     rename: Mapping[str, str] | None = None,
+    unused_source: Collection[str] = (),
 ) -> list[str]:
     """Copies weights layer by layer, matched by name, from ``source`` into ``target``.
 
     ``rename[target_name]`` gives the source layer's name where the two differ, and
     ``transforms[target_name]`` maps the source layer's weights to the target's. Every
-    target layer with weights must have a source unless it is named in ``skip``; shapes
-    must match. Returns the names of the target layers filled.
+    target layer with weights must have a source unless it is named in ``skip``, and every
+    source layer with weights must be used unless it is named in ``unused_source`` (so a
+    weighted layer added to Keras' network is an error, not silently dropped); shapes must
+    match. Nothing is assigned unless everything matches. Returns the target layers filled.
     """
     transforms = dict(transforms or {})
     rename = dict(rename or {})
     by_name = {layer.name: layer for layer in _flat_layers(source)}
-    copied = []
+    assignments, used = [], set()
     for layer in _flat_layers(target):
         if not layer.weights or layer.name in skip:
             continue
         source_name = rename.pop(layer.name, layer.name)
         if source_name not in by_name:
             raise ValueError(f"Cannot transfer weights: layer {layer.name!r} of {target.name!r} has no source.")
+        used.add(source_name)
         values = [np.asarray(w) for w in by_name[source_name].get_weights()]
         if layer.name in transforms:
             values = transforms.pop(layer.name)(values)
@@ -94,12 +98,20 @@ def transfer_weights(
                 f"Cannot transfer weights of layer {layer.name!r}: source shapes "
                 f"{[v.shape for v in values]} differ from target shapes {expected}."
             )
-        layer.set_weights(values)
-        copied.append(layer.name)
+        assignments.append((layer, values))
     if transforms or rename:
         unused = sorted(set(transforms) | set(rename))
         raise ValueError(f"Weight transfer named target layers that were not transferred: {unused}.")
-    return copied
+    left = [name for name, layer in by_name.items() if layer.weights and name not in used | set(unused_source)]
+    if left:
+        raise ValueError(
+            f"Cannot transfer weights: layers {left} of {source.name!r} have weights that no layer of "
+            f"{target.name!r} takes, so they would be dropped. Keras' network has changed: map them to a "
+            "layer of the rebuild (or name them in `unused_source` if dropping them is intended)."
+        )
+    for layer, values in assignments:
+        layer.set_weights(values)
+    return [layer.name for layer, _ in assignments]
 
 
 def _flat_layers(model: keras.Model):

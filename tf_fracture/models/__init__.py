@@ -1,0 +1,29 @@
+"""Classifiers and the fusion ensemble built on the backbones; each carries its build configuration.
+
+Every model takes raw pixel values in [0, 255] and returns one fracture *logit*. A saved
+``.keras`` file reloads (safe mode) as the same class with the same configuration:
+``load_model(path).backbone.family``, ``.preprocessing``, ``.fusion_config``.
+"""
+
+from tf_fracture.models.classifier import (
+    LOGIT_LAYER,
+    FractureClassifier,
+    build_classifier,
+    feature_extractor,
+    feature_map_model,
+)
+from tf_fracture.models.fusion import FusionConfig, FusionModel, InferenceMode, build_fusion
+from tf_fracture.models.saving import load_model
+
+__all__ = [
+    "LOGIT_LAYER",
+    "FractureClassifier",
+    "FusionConfig",
+    "FusionModel",
+    "InferenceMode",
+    "build_classifier",
+    "build_fusion",
+    "feature_extractor",
+    "feature_map_model",
+    "load_model",
+]

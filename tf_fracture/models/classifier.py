@@ -1,0 +1,162 @@
+"""`FractureClassifier`: a backbone followed by one fracture logit, carrying its configuration.
+
+Every model takes raw pixel values in [0, 255] and returns one fracture *logit* (apply a
+sigmoid for a probability); the logit layer computes in float32 even under mixed precision.
+
+The classifier's graph is the backbone's graph extended by the head (not a nested backbone
+call), so every backbone layer, the ``"feature_map"`` in particular, is reachable from the
+classifier's own input: `feature_map_model` gives image -> (feature map, logit) with gradients
+that flow, which Grad-CAM needs. (A nested backbone's tensors belong to the inner graph, and
+calling it again makes a new node whose map the logit does not depend on.)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tf_fracture.backbones import (
+    FEATURE_MAP,
+    FEATURES,
+    Backbone,
+    BackboneConfig,
+    available_backbones,
+    build_backbone,
+    build_backbone_from_config,
+)
+from tf_fracture.backbones.backbone import set_trainable
+from tf_fracture.models.saving import as_json_dict
+
+LOGIT_LAYER = "logit"
+
+
+@keras.saving.register_keras_serializable(package="tf_fracture")
+class FractureClassifier(keras.Model):
+    """A `Backbone`, optional dropout, and a linear layer that gives one fracture logit.
+
+    Args:
+        backbone: a `Backbone` (its layers become this model's: build a new one per classifier).
+        dropout: dropout rate before the logit layer (0 for none).
+        preprocessing: how the training images were preprocessed (a dict or a dataclass such
+            as a preprocessing preset), stored JSON-safe in the model's config; None if unknown.
+
+    Example:
+        >>> model = FractureClassifier(Backbone("mobilenetv3", "small"), dropout=0.2)
+        >>> model.backbone.family, model.output_shape
+        ('mobilenetv3', (None, 1))
+    """
+
+    def __init__(self, backbone: Backbone, dropout: float = 0.0, preprocessing=None, **kwargs):
+        if not isinstance(backbone, Backbone):
+            raise ValueError(
+                f"Expected `backbone` to be a tf_fracture Backbone (see build_backbone), but got "
+                f"{type(backbone).__name__}."
+            )
+        check_rate("dropout", dropout)
+        preprocessing = as_json_dict(preprocessing)
+        x = backbone.output
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        logit = keras.layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
+        name = kwargs.pop("name", None) or f"{backbone.name}_classifier"
+        trainable = kwargs.pop("trainable", True)
+        super().__init__(inputs=backbone.input, outputs=logit, name=name, **kwargs)
+        set_trainable(self, trainable)
+        self.backbone = backbone
+        self.dropout = dropout
+        self.preprocessing = preprocessing
+
+    @property
+    def feature_map(self) -> keras.KerasTensor:
+        """The backbone's last spatial map, a tensor of this model's graph."""
+        return self.get_layer(FEATURE_MAP).output
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "dropout": self.dropout,
+            "preprocessing": self.preprocessing,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["backbone"], dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def build_classifier(
+    backbone: str | BackboneConfig | Backbone,
+    variant: str | None = None,
+    *,
+    dropout: float = 0.0,
+    preprocessing=None,
+    **backbone_options,
+) -> FractureClassifier:
+    """A backbone followed by a linear layer that gives one fracture logit.
+
+    Args:
+        backbone: a family name (see `available_backbones()`), a `BackboneConfig`, or a `Backbone`.
+        variant: the family's variant when ``backbone`` is a name.
+        dropout: dropout rate before the logit layer (0 for none).
+        preprocessing: stored in the model (see `FractureClassifier`).
+        **backbone_options: `BackboneConfig` fields when ``backbone`` is a name, ``weights``
+            (default "imagenet") included.
+
+    Example:
+        >>> model = build_classifier("mobilenetv3", weights=None, input_size=224)
+        >>> model.output_shape
+        (None, 1)
+    """
+    check_rate("dropout", dropout)
+    if isinstance(backbone, str):
+        backbone = build_backbone(backbone, variant, **backbone_options)
+    elif isinstance(backbone, BackboneConfig):
+        backbone = build_backbone_from_config(backbone)
+    elif not isinstance(backbone, Backbone):
+        raise ValueError(
+            f"Expected `backbone` to be a name in {available_backbones()}, a BackboneConfig or a "
+            f"Backbone, but got {type(backbone).__name__}."
+        )
+    elif variant is not None or backbone_options:
+        raise ValueError("`variant` and backbone options only apply when `backbone` is a name.")
+    return FractureClassifier(backbone, dropout=dropout, preprocessing=preprocessing)
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The sub-model of a backbone or classifier from its image input to its ``"features"`` layer."""
+    features = _layer_output(model, FEATURES)
+    return keras.Model(model.input, features, name=f"{model.name.removesuffix('_classifier')}_features")
+
+
+def feature_map_model(model: keras.Model) -> keras.Model:
+    """image -> ``(feature_map, logit)`` for a classifier, both from one call (Grad-CAM's input).
+
+    Example:
+        >>> cam = feature_map_model(classifier)
+        >>> with tf.GradientTape() as tape:
+        ...     feature_map, logit = cam(image)
+        >>> grads = tape.gradient(logit, feature_map)  # (batch, h, w, channels), never None
+    """
+    if not isinstance(model.output, keras.KerasTensor) or model.output.shape[-1] != 1:
+        raise ValueError(f"Expected a classifier with one logit output, but {model.name!r} outputs {model.output}.")
+    feature_map = _layer_output(model, FEATURE_MAP)
+    return keras.Model(model.input, [feature_map, model.output], name=f"{model.name}_feature_map")
+
+
+def check_rate(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"Expected `{name}` in [0, 1), but got `{name}={value!r}`.")
+
+
+def _layer_output(model: keras.Model, name: str):
+    try:
+        return model.get_layer(name).output
+    except ValueError:
+        raise ValueError(
+            f"Model {model.name!r} has no layer named {name!r}; build it with "
+            "tf_fracture.backbones.build_backbone or tf_fracture.models.build_classifier "
+            "(a fusion model's feature maps are in its members)."
+        ) from None
