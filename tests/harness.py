@@ -53,6 +53,8 @@ def weight_values(layer_or_model) -> dict[str, np.ndarray]:
 def randomise_weights(layer_or_model, seed: int = 0, scale: float = 0.3, perturb: bool = False) -> None:
     """Moves every float weight off its initial value (variances to [0.5, 1.5], so they stay valid).
 
+    For a whole backbone whose every weight must leave its initial value in a controlled way (BN
+    statistics, LayerNorm and LayerScale included), use `randomise_network_weights`.
     ``perturb=False`` draws each weight from N(0, scale), for a single layer; ``perturb=True``
     adds N(0, scale) noise to the initial value, which keeps a deep network's activations at
     the scale its initialiser chose (pass a small ``scale`` such as 0.01 then).
@@ -71,7 +73,44 @@ def randomise_weights(layer_or_model, seed: int = 0, scale: float = 0.3, perturb
         w.assign(value.astype(dtype))
 
 
-def assert_close_relative(actual, expected, rtol: float = 1e-5, what: str = "outputs") -> None:
+def randomise_network_weights(model, seed: int = 0) -> None:
+    """Moves every float weight of ``model`` well off its initial value.
+
+    At Keras' initial weights BatchNorm is the identity, biases are zero and LayerScale is 1e-6,
+    so a weight transfer that skipped them would go unseen. Here kernels are scaled elementwise
+    by U(0.5, 1), scales (BN/LayerNorm/LayerScale ``gamma``) drawn from U(0.5, 1), offsets, biases
+    and moving means from N(0, 0.1), moving variances from U(1, 2) (positive). Every factor is at
+    most 1 so that a deep network (EfficientNetV2-M) stays stable instead of amplifying rounding
+    differences chaotically.
+    """
+    r = np.random.default_rng(seed)
+    for weight in model.weights:
+        value = np.asarray(weight)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        constant = value.size > 0 and np.all(value == value.flat[0])  # a constant initialiser
+        if "variance" in weight.path.rsplit("/", 1)[-1]:
+            new = r.uniform(1.0, 2.0, value.shape)
+        elif constant and value.flat[0] != 0:  # scales: BN/LayerNorm gamma, LayerScale (whatever its name)
+            new = r.uniform(0.5, 1.0, value.shape)
+        elif constant:  # offsets, biases, moving means
+            new = r.normal(0.0, 0.1, value.shape)
+        else:  # randomly initialised kernels
+            new = value * r.uniform(0.5, 1.0, value.shape)
+        weight.assign(new.astype(value.dtype))
+
+
+def neighbours(layer):
+    """The names of the layers feeding ``layer`` and of those it feeds, in its (single) graph."""
+    (node,) = layer._inbound_nodes
+    inbound = [tensor._keras_history.operation.name for tensor in node.input_tensors]
+    outbound = [node.operation.name for node in layer._outbound_nodes]
+    return inbound, outbound
+
+
+def assert_close_relative(
+    actual, expected, rtol: float = 1e-5, what: str = "outputs", require_variation: bool = False
+) -> None:
     """Equal to within ``rtol`` of the expected values' scale, which must not be negligible.
 
     An absolute tolerance proves nothing about outputs of 1e-11: the scale guard fails a test
@@ -81,6 +120,8 @@ def assert_close_relative(actual, expected, rtol: float = 1e-5, what: str = "out
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     scale = float(np.abs(expected).max()) if expected.size else 0.0
     assert scale > 1e-6, f"{what}: the reference is (near) zero, so the comparison would prove nothing"
+    if require_variation:  # a constant reference (e.g. a dead network) would prove little either
+        assert np.std(expected) > 1e-3 * scale, f"{what}: the reference barely varies"
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale, err_msg=what)
 
 
@@ -88,7 +129,9 @@ def trainable_state(layer_or_model) -> dict:
     """Every sub-layer's and every weight's ``trainable`` flag, and the trainable weights' paths."""
     layers = layer_or_model._flatten_layers(include_self=True, recursive=True)
     return {
-        "layers": [(layer.name, layer.trainable) for layer in layers],
+        # By position and class, not name: Keras gives unnamed layers (activations of the Keras
+        # applications) a fresh unique name each time a graph is rebuilt in the same process.
+        "layers": [(type(layer).__name__, layer.trainable) for layer in layers],
         "weights": [(w.path, w.trainable) for w in layer_or_model.weights],
         "trainable_weights": sorted(w.path for w in layer_or_model.trainable_weights),
     }

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import randomise_network_weights as randomise_weights
 from helpers import images
-from model_helpers import randomise_weights
 
 from tf_fracture.backbones import Backbone, available_backbones, build_backbone
 from tf_fracture.models import (
@@ -149,7 +149,7 @@ def test_classifier_dropout_and_model_input(rng):
         (lambda: build_classifier("mobilenetv3", weights=None, preprocessing=[1]), ValueError, "`preprocessing`"),
         (lambda: build_classifier("mobilenetv3", weights=None, preprocessing={"f": len}), ValueError, "JSON"),
         (lambda: FusionConfig(normalization="group"), ValueError, "`normalization`"),
-        (lambda: FusionConfig(hidden_units=(0,)), ValueError, "`hidden_units`"),
+        (lambda: FusionConfig(hidden_units=(0,)), ValueError, r"`hidden_units\[0\]` to be a positive integer"),
         (lambda: build_fusion([]), ValueError, "at least two"),
         (lambda: load_model("missing/model.keras"), FileNotFoundError, "missing/model.keras"),
     ],

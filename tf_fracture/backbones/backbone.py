@@ -71,8 +71,9 @@ class Backbone(keras.Model):
         inputs, features = get_family(family).build_graph(config, variant)
         name = kwargs.pop("name", None) or config.model_name(f"{family}_{variant}")
         trainable = kwargs.pop("trainable", True)
+        frozen_layers = kwargs.pop("frozen_layers", ())
         super().__init__(inputs=inputs, outputs=features, name=name, **kwargs)
-        set_trainable(self, trainable)
+        set_trainable(self, trainable, frozen_layers)
         self.family = family
         self.variant = variant
         self.attention = attention
@@ -105,6 +106,7 @@ class Backbone(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
+            "frozen_layers": frozen_layer_names(self),
             "family": self.family,
             "variant": self.variant,
             "attention": self.attention,
@@ -120,14 +122,29 @@ class Backbone(keras.Model):
         return cls(**config)
 
 
-def set_trainable(model: keras.Model, trainable: bool) -> None:
-    """Sets ``trainable`` on ``model`` and every layer and variable inside it.
+def set_trainable(model: keras.Model, trainable: bool, frozen_layers=()) -> None:
+    """Sets ``trainable`` on ``model`` and every layer and variable inside it, then freezes ``frozen_layers``.
 
     Keras' functional constructor sets ``trainable`` before it tracks the graph's layers, so
     ``from_config(trainable=False)`` alone would leave every inner variable trainable.
+    ``frozen_layers`` names layers of ``model`` frozen inside a trainable model (see
+    `frozen_layer_names`): a model whose config is its constructor's arguments would otherwise
+    forget, on reload, which of its layers the user had frozen.
     """
     model.trainable = not trainable
     model.trainable = trainable
+    for name in frozen_layers:
+        try:
+            model.get_layer(name).trainable = False
+        except ValueError:
+            raise ValueError(f"Cannot freeze layer {name!r}: {model.name!r} has no layer of that name.") from None
+
+
+def frozen_layer_names(model: keras.Model) -> list[str]:
+    """The weighted layers of ``model`` that are frozen while ``model`` itself is trainable (for get_config)."""
+    if not model.trainable:
+        return []
+    return [layer.name for layer in model.layers if layer.weights and not layer.trainable]
 
 
 def load_application_weights(backbone: Backbone, application: keras.Model) -> Backbone:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from tf_fracture.validation import check_choice, check_int
+
 STEMS = ("grey", "rgb")
 WEIGHTS = ("imagenet", None)
 
@@ -36,25 +38,14 @@ class BackboneConfig:
     cbam_kernel_size: int = field(default=7, metadata={"help": "CBAM spatial-gate kernel size."})
 
     def __post_init__(self):
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"Expected `weights` to be one of 'imagenet' or None, but got `weights={self.weights!r}`.")
-        if self.stem not in STEMS:
-            raise ValueError(f"Expected `stem` to be one of {STEMS}, but got `stem={self.stem!r}`.")
-        if not isinstance(self.attention, bool):
-            raise ValueError(f"Expected `attention` to be True or False, but got `attention={self.attention!r}`.")
-        for key in ("feature_dim", "input_size"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"Expected `{key}` to be a positive integer or None, but got `{key}={value!r}`.")
-        if self.input_size is not None and self.input_size < 32:
-            raise ValueError(
-                f"Expected `input_size` of at least 32 pixels (the networks downsample 32x), "
-                f"but got `input_size={self.input_size}`."
-            )
-        for key in ("cbam_reduction", "cbam_kernel_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{key}` to be a positive integer, but got `{key}={value!r}`.")
+        check_choice("weights", self.weights, WEIGHTS)
+        check_choice("stem", self.stem, STEMS)
+        check_choice("attention", self.attention, (True, False))
+        check_int("feature_dim", self.feature_dim, allow_none=True)
+        # The networks downsample 32x: a smaller input leaves no spatial map.
+        check_int("input_size", self.input_size, minimum=32, allow_none=True)
+        check_int("cbam_reduction", self.cbam_reduction)
+        check_int("cbam_kernel_size", self.cbam_kernel_size)
 
     @classmethod
     def public(cls, name: str, variant: str | None = None, **overrides) -> BackboneConfig:

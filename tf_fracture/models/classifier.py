@@ -23,8 +23,9 @@ from tf_fracture.backbones import (
     build_backbone,
     build_backbone_from_config,
 )
-from tf_fracture.backbones.backbone import set_trainable
+from tf_fracture.backbones.backbone import frozen_layer_names, set_trainable
 from tf_fracture.models.saving import as_json_dict
+from tf_fracture.validation import check_rate
 
 LOGIT_LAYER = "logit"
 
@@ -59,8 +60,9 @@ class FractureClassifier(keras.Model):
         logit = keras.layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
         name = kwargs.pop("name", None) or f"{backbone.name}_classifier"
         trainable = kwargs.pop("trainable", True)
+        frozen_layers = kwargs.pop("frozen_layers", ())
         super().__init__(inputs=backbone.input, outputs=logit, name=name, **kwargs)
-        set_trainable(self, trainable)
+        set_trainable(self, trainable, frozen_layers)
         self.backbone = backbone
         self.dropout = dropout
         self.preprocessing = preprocessing
@@ -74,6 +76,7 @@ class FractureClassifier(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
+            "frozen_layers": frozen_layer_names(self),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "dropout": self.dropout,
             "preprocessing": self.preprocessing,
@@ -144,11 +147,6 @@ def feature_map_model(model: keras.Model) -> keras.Model:
         raise ValueError(f"Expected a classifier with one logit output, but {model.name!r} outputs {model.output}.")
     feature_map = _layer_output(model, FEATURE_MAP)
     return keras.Model(model.input, [feature_map, model.output], name=f"{model.name}_feature_map")
-
-
-def check_rate(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"Expected `{name}` in [0, 1), but got `{name}={value!r}`.")
 
 
 def _layer_output(model: keras.Model, name: str):

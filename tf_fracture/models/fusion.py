@@ -11,8 +11,9 @@ import keras
 
 from tf_fracture.backbones import Backbone
 from tf_fracture.backbones.backbone import set_trainable
-from tf_fracture.models.classifier import LOGIT_LAYER, FractureClassifier, check_rate
+from tf_fracture.models.classifier import LOGIT_LAYER, FractureClassifier
 from tf_fracture.models.saving import as_json_dict, load_model
+from tf_fracture.validation import check_choice, check_int, check_rate
 
 NORMALISATIONS = ("layer", "batch")
 
@@ -31,15 +32,10 @@ class FusionConfig:
 
     def __post_init__(self):
         check_rate("dropout", self.dropout)
-        if self.normalization not in NORMALISATIONS:
-            raise ValueError(
-                f"Expected `normalization` to be one of {NORMALISATIONS}, "
-                f"but got `normalization={self.normalization!r}`."
-            )
-        if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in self.hidden_units):
-            raise ValueError(f"Expected `hidden_units` to be positive integers, but got {self.hidden_units!r}.")
-        if not isinstance(self.train_backbones, bool):
-            raise ValueError(f"Expected `train_backbones` to be True or False, but got {self.train_backbones!r}.")
+        check_choice("normalization", self.normalization, NORMALISATIONS)
+        for i, units in enumerate(self.hidden_units):
+            check_int(f"hidden_units[{i}]", units)
+        check_choice("train_backbones", self.train_backbones, (True, False))
 
 
 @keras.saving.register_keras_serializable(package="tf_fracture")
