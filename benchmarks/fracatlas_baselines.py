@@ -18,9 +18,10 @@ sensitivity and specificity at the validation Youden threshold, and the AUROC wi
 region (the image's first region, as the dataset registry's body part; a region whose test images
 are of one class only is skipped and said so).
 
-Run (builds the TFDS dataset on first use, then a few minutes on a 2-core CPU):
+Run (builds the TFDS dataset on first use, about a minute; then 1-2 minutes on a 2-core CPU):
     TF_FRACTURE_FRACATLAS=../shared/fracatlas/FracAtlas \\
-        .venv/bin/python benchmarks/fracatlas_baselines.py --data-dir /work/tfds --json fracatlas_baselines.json
+        .venv/bin/python benchmarks/fracatlas_baselines.py --json fracatlas_baselines.json
+``--data-dir DIR`` reads (or builds) the TFDS data elsewhere than TFDS' default ``~/tensorflow_datasets``.
 
 A CNN's scores join the same table with ``--scores NAME=FILE.csv`` (columns ``split, filename,
 score``; both the validation and the test split; repeatable), or from Python:
@@ -467,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{time.perf_counter() - start:.0f} s in all", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": sys.argv, "image_size": args.image_size, "rows": rows}, f, indent=2)
+            command = ["benchmarks/fracatlas_baselines.py", *(sys.argv[1:] if argv is None else argv)]
+            json.dump({"command": command, "image_size": args.image_size, "rows": rows}, f, indent=2)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
