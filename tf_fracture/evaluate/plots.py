@@ -22,7 +22,8 @@ THRESHOLD_LABELS = {
     "youden": "Youden (val)",
     "target_sensitivity": "target sensitivity (val)",
 }
-_MARKERS = {"fixed": "o", "youden": "s", "target_sensitivity": "^"}
+# Hollow markers of decreasing size, so that operating points that coincide stay visible inside each other.
+_MARKERS = {"fixed": ("o", 12), "youden": ("s", 9), "target_sensitivity": ("^", 6)}
 _DPI = 120
 
 
@@ -131,7 +132,7 @@ def calibration_figure(
     top.set_xlim(0, 1)
     top.set_ylim(-0.02, 1.02)
     top.grid(alpha=0.3)
-    top.legend(loc="upper left", fontsize=9)
+    top.legend(loc="best", fontsize=9)
     top.set_title(title, fontsize=11)
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=float)
@@ -165,11 +166,11 @@ def _draw_curves(ax, series: Sequence[CurveSeries], summary_name: str, drawstyle
                 x,
                 y,
                 linestyle="none",
-                marker=_MARKERS.get(name, "D"),
-                markersize=8,
-                markerfacecolor="none" if k else colour,
+                marker=_MARKERS.get(name, ("D", 6))[0],
+                markersize=_MARKERS.get(name, ("D", 6))[1],
+                markerfacecolor="none",
                 markeredgecolor=colour,
-                markeredgewidth=1.5,
+                markeredgewidth=2,
                 label=f"{s.label} {THRESHOLD_LABELS.get(name, name)} = {threshold:.3f}",
             )
 
