@@ -109,7 +109,12 @@ def copy_weights(source: keras.Model, target: keras.Model) -> list[str]:
 def _weighted_layers(model: keras.Model, prefix: str = "") -> dict[str, list]:
     """Path of layer names -> the layer's own variables, for every layer (at any depth) that has some."""
     layers = {}
-    for layer in model._flatten_layers(include_self=False, recursive=False):
+    # A model's own layers (a functional model's graph), not every layer it tracks: a classifier also
+    # tracks its `backbone` attribute, whose name (and so path) differs between architectures.
+    children = (
+        model.layers if isinstance(model, keras.Model) else model._flatten_layers(include_self=False, recursive=False)
+    )
+    for layer in children:
         path = prefix + layer.name
         own = list(layer._trainable_variables) + list(layer._non_trainable_variables)
         if own:
