@@ -154,7 +154,6 @@ def test_backup_restores_weights_optimizer_generators_and_best_model_state(tmp_p
     restored_state = {}
     fresh, _, _ = model_and_data()
     fresh.optimizer.build(fresh.trainable_variables)
-    ResumableBackup(tmp_path / "backup", restore_extra=restored_state.update).set_model(fresh) or None
     callback = ResumableBackup(tmp_path / "backup", restore_extra=restored_state.update)
     callback.set_model(fresh)
     callback.on_train_begin()
