@@ -210,3 +210,15 @@ def test_intervals_resample_whole_patients_only_where_patients_repeat(rng):
     expected = metrics.evaluate(test.labels, test.scores, thresholds, n_resamples=200)
     assert evaluation.levels["image"].result.ranking == expected.ranking
     assert evaluation.settings["bootstrap_unit"] == "image"
+
+
+def test_importing_the_evaluation_loads_neither_tensorflow_nor_pyplot():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tf_fracture.evaluate, tf_fracture.evaluate.__main__; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib.pyplot') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
