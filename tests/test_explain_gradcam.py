@@ -89,6 +89,12 @@ def test_the_map_moves_with_the_object():
         assert heatmap[top : top + 6, left : left + 6].mean() > 3 * heatmap.mean()
 
 
+def test_maps_are_min_max_scaled_per_image():
+    maps = upsample_and_scale(np.array([[[1.0, 2.0], [3.0, 5.0]], [[0.0, 0.0], [0.0, 0.5]]]), (2, 2))
+    np.testing.assert_allclose(maps, [[[0.0, 0.25], [0.5, 1.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    np.testing.assert_allclose(upsample_and_scale(np.array([[[0.0, 4.0]]]), (1, 4)), [[[0.0, 0.25, 0.75, 1.0]]])
+
+
 def test_a_constant_map_stays_zero():
     maps = upsample_and_scale(np.stack([np.full((4, 4), 3.0), np.zeros((4, 4))]), (8, 8))
     np.testing.assert_array_equal(maps, np.zeros((2, 8, 8)))

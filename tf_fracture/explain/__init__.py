@@ -3,41 +3,40 @@ over the radiograph, and the box hit rate (how often a heatmap's peak falls in a
 
     python -m tf_fracture.explain RUN IMAGE... [--out DIR]
     python -m tf_fracture.explain RUN --dataset fracatlas --split test [--limit N]
+
+Import-light: ``import tf_fracture.explain`` loads neither TensorFlow nor Matplotlib (``python -m``
+imports this package before the CLI can hide TensorFlow's start-up log); the public names are
+loaded from their modules on first use.
 """
 
-from tf_fracture.explain.boxes import (
-    BoxHitRate,
-    box_area_fraction,
-    box_hit_rate,
-    boxes_after_resize,
-    peak,
-    peak_in_boxes,
-)
-from tf_fracture.explain.gradcam import (
-    CamModel,
-    GradCamResult,
-    cam_model,
-    explain_batch,
-    grad_cam,
-    heatmap_from_gradients,
-    upsample_and_scale,
-)
-from tf_fracture.explain.overlay import overlay_figure, save_overlay
+import importlib
 
-__all__ = [
-    "BoxHitRate",
-    "CamModel",
-    "GradCamResult",
-    "box_area_fraction",
-    "box_hit_rate",
-    "boxes_after_resize",
-    "cam_model",
-    "explain_batch",
-    "grad_cam",
-    "heatmap_from_gradients",
-    "overlay_figure",
-    "peak",
-    "peak_in_boxes",
-    "save_overlay",
-    "upsample_and_scale",
-]
+_EXPORTS = {
+    "BoxHitRate": "tf_fracture.explain.boxes",
+    "box_area_fraction": "tf_fracture.explain.boxes",
+    "box_hit_rate": "tf_fracture.explain.boxes",
+    "boxes_after_resize": "tf_fracture.explain.boxes",
+    "peak": "tf_fracture.explain.boxes",
+    "peak_in_boxes": "tf_fracture.explain.boxes",
+    "CamModel": "tf_fracture.explain.gradcam",
+    "GradCamResult": "tf_fracture.explain.gradcam",
+    "cam_model": "tf_fracture.explain.gradcam",
+    "explain_batch": "tf_fracture.explain.gradcam",
+    "grad_cam": "tf_fracture.explain.gradcam",
+    "heatmap_from_gradients": "tf_fracture.explain.gradcam",
+    "upsample_and_scale": "tf_fracture.explain.gradcam",
+    "overlay_figure": "tf_fracture.explain.overlay",
+    "save_overlay": "tf_fracture.explain.overlay",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -25,7 +28,7 @@ def overlay_figure(
     *,
     boxes=None,
     title: str | None = None,
-    alpha: float = 0.45,
+    alpha: float = 0.55,
     cmap: str = "jet",
 ) -> Figure:
     """A figure: the input radiograph, then one panel per heatmap over it, side by side.
@@ -36,7 +39,7 @@ def overlay_figure(
         boxes: the image's fracture boxes (normalised ``ymin, xmin, ymax, xmax``), drawn on every
             panel in green; None or empty for none.
         title: the figure's title (e.g. the file name and the probability).
-        alpha: the heatmap's opacity; the colour map's low end is transparent-ish at 0 heat.
+        alpha: the heatmap's opacity where it is hot (from half its peak up); it fades to clear at 0.
         cmap: a Matplotlib colour map name.
 
     Each heatmap panel marks its peak (argmax) with a white cross: the point the box hit rate tests.
@@ -55,13 +58,17 @@ def overlay_figure(
     extent = (0, width, height, 0)  # pixel edges: boxes in normalised units map by *width/*height
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="bilinear")
     axes[0].set_title("input", fontsize=10)
-    mappable = None
+    colormap = matplotlib.colormaps[cmap]
     for ax, (name, heatmap) in zip(axes[1:], heatmaps.items(), strict=True):
         heatmap = np.asarray(heatmap, np.float32)
         if heatmap.shape != image.shape:
             raise ValueError(f"Heatmap {name!r} has shape {heatmap.shape}, but the image {image.shape}.")
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="bilinear")
-        mappable = ax.imshow(heatmap, cmap=cmap, vmin=0, vmax=1, alpha=alpha, extent=extent, interpolation="bilinear")
+        # Opacity grows with the heat (full ``alpha`` from half the peak up): cold regions leave the
+        # radiograph as it is instead of tinting all of it with the colour map's low end.
+        colours = colormap(np.clip(heatmap, 0.0, 1.0))
+        colours[..., 3] = alpha * np.clip(2.0 * heatmap, 0.0, 1.0)
+        ax.imshow(colours, extent=extent, interpolation="bilinear")
         if heatmap.max() > heatmap.min():
             y, x = peak(heatmap)
             ax.plot([x * width], [y * height], marker="+", color="white", markersize=14, markeredgewidth=2.5)
@@ -82,7 +89,8 @@ def overlay_figure(
         ax.set_ylim(height, 0)
         ax.set_xticks([])
         ax.set_yticks([])
-    if mappable is not None:
+    if heatmaps:
+        mappable = ScalarMappable(Normalize(0.0, 1.0), colormap)
         figure.colorbar(mappable, ax=list(axes[1:]), fraction=0.04, pad=0.01, label="Grad-CAM")
     if title:
         figure.suptitle(title, fontsize=11)

@@ -131,7 +131,8 @@ def explain_examples(
 
     Returns:
         The report written to ``box_hit_rate.json``: per feature map its `BoxHitRate` (hit rate,
-        chance rate, n), and per image its probability, box count and hits.
+        chance rate, n), and per image its probability, its boxes in the model input's normalised
+        coordinates (after the preprocessing's resize: padding moves them) and its hits.
     """
     out_dir = Path(out_dir)
     positives = _positives(examples, limit, boxes_feature)
@@ -152,7 +153,9 @@ def explain_examples(
             for name in explainer.names:
                 heatmaps[name].append(maps[name])
             all_boxes.append(boxes)
-            images.append({"filename": filename, "png": f"{stem}.png", "probability": probability, "boxes": len(boxes)})
+            images.append(
+                {"filename": filename, "png": f"{stem}.png", "probability": probability, "boxes": boxes.tolist()}
+            )
     rates = {name: box_hit_rate(maps, all_boxes) for name, maps in heatmaps.items()}
     hits = {name: iter(rate.hits) for name, rate in rates.items()}
     for record, boxes in zip(images, all_boxes, strict=True):
