@@ -243,3 +243,26 @@ def test_a_frozen_model_is_explained_too(classifier, inputs):
     finally:
         classifier.trainable = True
     np.testing.assert_allclose(frozen[classifier.backbone.name], expected[classifier.backbone.name], atol=1e-6)
+
+
+def test_a_multitask_model_is_explained_by_its_fracture_logit(classifier, inputs):
+    from tf_fracture.models.multitask import with_body_part_head
+
+    multitask = with_body_part_head(classifier, 3)
+    expected = grad_cam(classifier, inputs[:2])
+    np.testing.assert_allclose(
+        grad_cam(multitask, inputs[:2])[classifier.backbone.name], expected[classifier.backbone.name]
+    )
+
+
+def test_mixed_precision_models_give_float32_maps(inputs):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_classifier("mobilenetv3", "small", weights=None, input_size=64, feature_dim=32)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    signal_weights(model, 4)
+    result = explain_batch(model, inputs[:2])
+    (maps,) = result.heatmaps.values()
+    assert maps.dtype == np.float32 and result.logits.dtype == np.float32
+    assert np.isfinite(maps).all() and all(m.max() == pytest.approx(1.0) for m in maps)

@@ -62,13 +62,18 @@ def cam_model(model: keras.Model) -> CamModel:
 
     Args:
         model: a `FusionModel` (one feature map per member), or a classifier with a layer named
-            ``"feature_map"`` and one logit output, e.g. a `FractureClassifier`.
+            ``"feature_map"`` and one logit output, e.g. a `FractureClassifier` (a multi-task
+            model's fracture logit: its ``classifier``).
 
     Example:
         >>> cam = cam_model(fusion)
         >>> cam.names  # the members' names
         ('convnext_tiny', 'efficientnetv2_s', 'mobilenetv3_small')
     """
+    from tf_fracture.models.multitask import MultiTaskClassifier
+
+    if isinstance(model, MultiTaskClassifier):  # its fracture logit is its classifier's
+        model = model.classifier
     if isinstance(model, FusionModel):
         return _fusion_cam_model(model)
     if isinstance(model, Backbone):
