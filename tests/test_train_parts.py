@@ -202,3 +202,11 @@ def test_config_file_and_preset_flags_do_not_mix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(path), "--preset", "paper"])
     assert "--config gives the whole experiment" in capsys.readouterr().err
+
+
+def test_models_train_with_a_batchnorm_momentum_whose_statistics_follow_a_short_run():
+    model = build_model(get_experiment("demo").override(["data.image_size=32", "model.feature_dim=16"]))
+    momenta = [
+        layer.momentum for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(momenta) > 10 and set(momenta) == {0.9}

@@ -11,7 +11,6 @@ its final weights equal an uninterrupted run's.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import time
@@ -22,6 +21,7 @@ import tensorflow as tf
 
 from tf_fracture.data.augment import AugmentConfig
 from tf_fracture.data.pipeline import evaluation_pipeline, training_pipeline
+from tf_fracture.train import runtime
 from tf_fracture.train.callbacks import BestModel, HistoryCSV, ResumableBackup, Throughput, ValidationAUROC
 from tf_fracture.train.model_factory import build_model, build_optimizer, class_weights, current_learning_rates
 from tf_fracture.train.run import RunFolder, write_json
@@ -72,15 +72,22 @@ def train(
             shutil.rmtree(run.backup)
         _say(f"{run.path} holds a finished run ({run.summary}): nothing to train. Use a new --run-dir to train again.")
         return {**run.read_summary(), "already_complete": True}
+    data, settings = experiment.data, experiment.train
+    # Before anything else uses TensorFlow (a multi-worker strategy must start first).
+    strategy = runtime.strategy_for(settings)
+    runtime.check_global_batch(data.batch_size, strategy)
+    # Every worker of a cluster runs every callback: the chief writes the run folder, each other
+    # worker a folder of its own inside it (its backup, so that it resumes too).
+    run = RunFolder(runtime.worker_dir(run.path, strategy))
     run.path.mkdir(parents=True, exist_ok=True)
     if run.config.is_file():
         _check_same_config(run, experiment)
     else:
         write_json(run.config, experiment.to_dict())
-
-    data, settings = experiment.data, experiment.train
-    runtime = _runtime()
-    runtime.enable_determinism(settings.seed) if settings.deterministic else keras.utils.set_random_seed(settings.seed)
+    if settings.deterministic:
+        runtime.enable_determinism(settings.seed)
+    else:
+        keras.utils.set_random_seed(settings.seed)
 
     pipeline, validation, validation_labels = _data(experiment)
     weights = class_weights(pipeline.store.labels, settings.class_weights)
@@ -93,7 +100,6 @@ def train(
     if initial_epoch:
         _say(f"Resuming {run.path} from its backup: epoch {initial_epoch + 1} of {settings.epochs}.")
 
-    strategy = runtime.strategy_for(settings)
     with runtime.precision_scope(settings.mixed_precision), strategy.scope():
         model = build_model(experiment)
         optimizer = build_optimizer(settings, model, pipeline.steps_per_epoch)
@@ -103,16 +109,17 @@ def train(
             metrics=[keras.metrics.AUC(from_logits=True, name="auroc")],
             jit_compile=settings.xla,
         )
-        best = BestModel(run.model)
-        throughput = Throughput(data.batch_size)
-        own_callbacks = [
-            ValidationAUROC(validation, validation_labels, scorer=validation_scorer),
-            best,
-            HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),
-            *_tensorboard(run),
-            throughput,
-            ResumableBackup(run.backup, extra_state=best.state, restore_extra=best.restore),
-        ]
+    best = BestModel(run.model)
+    throughput = Throughput(data.batch_size)
+    own_callbacks = [
+        ValidationAUROC(validation, validation_labels, scorer=validation_scorer),
+        best,
+        HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),
+        *_tensorboard(run),
+        throughput,
+        ResumableBackup(run.backup, extra_state=best.state, restore_extra=best.restore),
+    ]
+    with runtime.keras_multi_worker_fixes():
         model.fit(
             pipeline.epochs(start_epoch=initial_epoch),
             epochs=settings.epochs,
@@ -239,29 +246,3 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _runtime():
-    """The runtime module (strategy, precision, determinism)."""
-    try:
-        from tf_fracture.train import runtime
-    except ImportError:  # until tf_fracture/train/runtime.py lands
-        return _DefaultRuntime
-    return runtime
-
-
-class _DefaultRuntime:
-    @staticmethod
-    def enable_determinism(seed):
-        keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
-
-    @staticmethod
-    def strategy_for(settings):
-        return tf.distribute.get_strategy()
-
-    @staticmethod
-    def precision_scope(mode):
-        if mode is not None:
-            raise ValueError("Mixed precision needs tf_fracture.train.runtime.")
-        return contextlib.nullcontext()
