@@ -36,7 +36,7 @@ def mirrored(out):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
-    from tf_fracture.train.runtime import check_global_batch, enable_determinism, strategy_for
+    from tf_fracture.train.runtime import check_global_batch, enable_determinism, strategy_for, sync_moving_statistics
 
     strategy = strategy_for("mirrored", devices=["/cpu:0", "/cpu:1"])
     enable_determinism(0)
@@ -48,6 +48,8 @@ def mirrored(out):
     initial = model.get_weights()
     model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH), epochs=1, verbose=0, shuffle=False)
     replicas = [[v.value.values[r].numpy() for v in model.non_trainable_variables] for r in range(2)]
+    sync_moving_statistics(model, strategy)
+    synced = [[v.value.values[r].numpy() for v in model.non_trainable_variables] for r in range(2)]
 
     # Reference on one device: what MirroredStrategy should compute. Each replica runs the forward pass on
     # its half of the global batch (BatchNorm statistics of that half) and updates its own copy of the
@@ -86,6 +88,8 @@ def mirrored(out):
         ("mirrored_moving1", replicas[1]),
         ("reference_moving0", moving[0]),
         ("reference_moving1", moving[1]),
+        ("synced0", synced[0]),
+        ("synced1", synced[1]),
     ]:
         arrays.update({f"{name}/{i}": a for i, a in enumerate(values)})
     np.savez(out, **arrays)
@@ -95,6 +99,7 @@ def multi_worker(out, fixes=True):
     import contextlib
 
     from tf_fracture.train.runtime import (
+        SyncMovingStatistics,
         enable_determinism,
         is_chief,
         keras_multi_worker_fixes,
@@ -120,14 +125,21 @@ def multi_worker(out, fixes=True):
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     with keras_multi_worker_fixes() if fixes else contextlib.nullcontext():
         history = model.fit(dataset, validation_data=dataset, epochs=2, verbose=0, shuffle=False)
+        moving_before_sync = [v.numpy() for v in model.non_trainable_variables]
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[SyncMovingStatistics()])
+        # A validation callback's model.predict over a set that is no multiple of the global batch.
+        predicted = model.predict(tf.data.Dataset.from_tensor_slices(x[:30]).batch(GLOBAL_BATCH), verbose=0)
     arrays = {
+        "predicted": predicted,
+        "direct": model(x[:30], training=False).numpy(),
         "replicas": np.array(strategy.num_replicas_in_sync),
         "chief": np.array(is_chief(strategy)),
         "worker_dir": np.array(str(worker_dir("RUN", strategy))),
         "history": np.array(json.dumps(history.history)),
     }
     arrays.update({f"trainable/{i}": v.numpy() for i, v in enumerate(model.trainable_variables)})
-    arrays.update({f"moving/{i}": v.numpy() for i, v in enumerate(model.non_trainable_variables)})
+    arrays.update({f"moving/{i}": v for i, v in enumerate(moving_before_sync)})
+    arrays.update({f"synced/{i}": v.numpy() for i, v in enumerate(model.non_trainable_variables)})
     np.savez(out, **arrays)
 
 

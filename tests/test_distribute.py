@@ -57,6 +57,12 @@ def test_mirrored_over_two_cpus_equals_the_per_replica_reference(tmp_path):
         assert _relative(moving, _group(arrays, f"reference_moving{r}"), moving) < 1e-6
     moving0, moving1 = _group(arrays, "mirrored_moving0"), _group(arrays, "mirrored_moving1")
     assert _relative(moving0, moving1, moving0) > 1e-5
+    # sync_moving_statistics: both copies become the replicas' mean.
+    synced0, synced1 = _group(arrays, "synced0"), _group(arrays, "synced1")
+    for a, b in zip(synced0, synced1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    mean = [(a + b) / 2 for a, b in zip(moving0, moving1, strict=True)]
+    assert _relative(synced0, mean, mean) < 1e-7
 
 
 def _free_ports(count):
@@ -112,10 +118,18 @@ def test_two_workers_train_in_step(tmp_path):
     histories = [json.loads(str(w["history"])) for w in workers]
     assert histories[0] == histories[1]
     assert set(histories[0]) == {"loss", "auroc", "val_loss", "val_auroc"}
+    # model.predict under the strategy gives every worker all predictions, in the dataset's order, partial
+    # last batch included (what a validation callback that scores with predict needs).
+    for worker in workers:
+        assert worker["predicted"].shape == (30, 1)
+        np.testing.assert_allclose(worker["predicted"], worker["direct"], rtol=1e-5, atol=1e-5)
     # BatchNorm moving statistics are not synchronised (Keras 3: aggregation "none"), so each worker keeps
-    # its own; if this starts to fail, Keras syncs them and the README's caveat can go.
+    # its own; if this starts to fail, Keras syncs them and SyncMovingStatistics can go.
     moving0, moving1 = _group(workers[0], "moving"), _group(workers[1], "moving")
     assert _relative(moving0, moving1, moving0) > 1e-6
+    # After an epoch with SyncMovingStatistics every worker holds the cluster's mean.
+    for a, b in zip(_group(workers[0], "synced"), _group(workers[1], "synced"), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.large

@@ -215,6 +215,37 @@ def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy) -> int
     return batch_size // replicas
 
 
+class SyncMovingStatistics(keras.callbacks.Callback):
+    """Averages the replicas' BatchNorm moving statistics at the end of every epoch (put it first).
+
+    Keras 3 creates them with aggregation ``"none"``: under ``MirroredStrategy`` and
+    ``MultiWorkerMirroredStrategy`` each replica updates its own copy from its own share of the batches,
+    the copies drift apart, and a saved model carries replica 0's (Keras 2 read them as the replicas'
+    mean). This callback all-reduces every floating-point non-trainable variable of the model to the
+    replicas' mean with the strategy's own collective ops, so that validation, the best model and every
+    worker see the same statistics. A no-op under a one-replica strategy.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        strategy = self.model.distribute_strategy
+        if strategy.num_replicas_in_sync > 1:
+            sync_moving_statistics(self.model, strategy)
+
+
+def sync_moving_statistics(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Sets each floating-point non-trainable variable of ``model`` to its mean over all replicas."""
+    variables = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+    if not variables:
+        return
+
+    def replica_fn():
+        means = tf.distribute.get_replica_context().all_reduce("MEAN", [tf.identity(v.value) for v in variables])
+        for variable, mean in zip(variables, means, strict=True):
+            variable.value.assign(mean)  # aggregation "none": each replica writes its own copy
+
+    tf.function(lambda: strategy.run(replica_fn))()
+
+
 @contextlib.contextmanager
 def keras_multi_worker_fixes():
     """Within the block, Keras 3.15's ``fit``/``evaluate`` work under ``MultiWorkerMirroredStrategy``.
