@@ -18,6 +18,9 @@ How `tf_fracture.train.loop.train` uses these, in this order:
    are summed over replicas of per-replica losses scaled by ``1 / replicas``, so one step equals a
    single-device step on the global batch -- except BatchNorm, whose batch statistics are per replica
    (Keras 3's ``synchronized=False``; see `check_global_batch`). The learning rate is not rescaled.
+   Put `SyncMovingStatistics` FIRST in the callbacks when ``num_replicas_in_sync > 1``: Keras 3 keeps
+   one copy of the BatchNorm moving statistics per replica, which drift apart; it averages them at
+   each epoch end, before a validation callback predicts or the best model is saved.
 5. Multi-worker only: ``with keras_multi_worker_fixes(): model.fit(...)`` (Keras 3.15's ``fit`` fails
    under ``MultiWorkerMirroredStrategy`` without it; see `keras_multi_worker_fixes` for the two bugs),
    and write only where `is_chief` says so: every worker runs every callback, and Keras 3 callbacks
@@ -33,7 +36,7 @@ Example:
     ...     model = build_model(experiment)
     ...     model.compile(optimizer, loss, metrics, jit_compile=experiment.train.xla)
     >>> with keras_multi_worker_fixes():                   # a no-op outside multi-worker training
-    ...     model.fit(dataset_with_global_batches, ...)
+    ...     model.fit(dataset_with_global_batches, callbacks=[SyncMovingStatistics(), ...])
 """
 
 from __future__ import annotations
