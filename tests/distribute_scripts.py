@@ -127,6 +127,8 @@ def multi_worker(out, fixes=True):
         history = model.fit(dataset, validation_data=dataset, epochs=2, verbose=0, shuffle=False)
         moving_before_sync = [v.numpy() for v in model.non_trainable_variables]
         model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[SyncMovingStatistics()])
+        if is_chief(strategy):  # only the chief saves: a save that needed the other workers would hang here
+            model.save(out.removesuffix(".npz") + ".keras")
         # A validation callback's model.predict over a set that is no multiple of the global batch.
         predicted = model.predict(tf.data.Dataset.from_tensor_slices(x[:30]).batch(GLOBAL_BATCH), verbose=0)
     arrays = {

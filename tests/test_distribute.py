@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tf_fracture.models import load_model
+
 SCRIPT = Path(__file__).with_name("distribute_scripts.py")
 TIMEOUT = 600
 
@@ -123,6 +125,11 @@ def test_two_workers_train_in_step(tmp_path):
     for worker in workers:
         assert worker["predicted"].shape == (30, 1)
         np.testing.assert_allclose(worker["predicted"], worker["direct"], rtol=1e-5, atol=1e-5)
+    # The chief alone saved model.keras (no collective op in Keras 3's save); it reloads with its weights.
+    assert not (tmp_path / "worker1.keras").exists()
+    saved = load_model(tmp_path / "worker0.keras")
+    for a, b in zip(saved.trainable_weights, _group(workers[0], "trainable"), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b)
     # BatchNorm moving statistics are not synchronised (Keras 3: aggregation "none"), so each worker keeps
     # its own; if this starts to fail, Keras syncs them and SyncMovingStatistics can go.
     moving0, moving1 = _group(workers[0], "moving"), _group(workers[1], "moving")
