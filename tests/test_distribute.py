@@ -145,3 +145,56 @@ def test_keras_multi_worker_fit_still_needs_the_fixes(tmp_path):
     codes, logs = _run_workers(tmp_path, "--no-fixes")
     assert codes != [0, 0]
     assert "with an unsupported type (<class 'tensorflow.python.distribute.values.PerReplica'>)" in logs[0]
+
+
+@pytest.mark.large
+def test_the_train_command_on_two_workers(tmp_path):
+    # The real entry point, `python -m tf_fracture.train`, as two workers of one cluster on synthetic_xray/tiny.
+    import tensorflow_datasets as tfds
+
+    import tf_fracture.datasets  # noqa: F401  (registers the builders)
+
+    data_dir = tmp_path / "tfds"
+    tfds.builder("synthetic_xray/tiny", data_dir=str(data_dir)).download_and_prepare()  # once, not per worker
+    run_dir = tmp_path / "run"
+    overrides = {
+        "train.distribute": "multi_worker",
+        "data.builder_config": "tiny",
+        "data.data_dir": str(data_dir),
+        "data.image_size": 64,
+        "data.batch_size": 8,
+        "train.epochs": 2,
+        "model.variant": "small",
+    }
+    command = [sys.executable, "-m", "tf_fracture.train", "--run-dir", str(run_dir), "--no-evaluate"]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = [
+        subprocess.Popen(
+            command,
+            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    worker = run_dir / "workers" / "worker-1"
+    for folder in (run_dir, worker):
+        assert {"config.json", "model.keras", "history.csv", "summary.json"} <= {p.name for p in folder.iterdir()}
+    model = load_model(run_dir / "model.keras")
+    final = []
+    for folder in (run_dir, worker):
+        model.load_weights(folder / "final.weights.h5")
+        final.append([w.numpy() for w in model.trainable_weights])
+    for a, b in zip(*final, strict=True):
+        np.testing.assert_array_equal(a, b)
