@@ -112,6 +112,7 @@ def train(
     best = BestModel(run.model)
     throughput = Throughput(data.batch_size)
     own_callbacks = [
+        runtime.SyncMovingStatistics(),  # replicas' BatchNorm statistics averaged before validation and saving
         ValidationAUROC(validation, validation_labels, scorer=validation_scorer),
         best,
         HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),

@@ -40,6 +40,10 @@ def build_model(experiment) -> keras.Model:
     (a run folder or ``.keras`` file) then copies that model's weights in, layer by layer.
     """
     data, config = experiment.data, experiment.model
+    if config.aux_body_part:
+        # tf_fracture.models.multitask exists, but the pipeline targets, loss and validation of its two
+        # outputs are not wired into `train` yet: refuse rather than silently train one head.
+        raise ValueError("`model.aux_body_part=true` is not supported by train() yet; set it to false.")
     preprocessing = data.preprocess_config()
     if config.backbone == FUSION:
         if len(config.members) < 2:
