@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   - set up .venv/ and run the main job on built-in synthetic data
+#   make demo   - set up .venv/ and train + evaluate the demo on built-in synthetic data (runs/demo)
 #   make test   - set up .venv/ and run the linter and the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m tf_fracture.smoke
+	$(VENV)/bin/python -m tf_fracture.train
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import cv2
@@ -47,6 +48,8 @@ from tf_fracture.data.store import STORE_FORMAT, PreprocessedStore, open_store, 
 from tf_fracture.validation import check_int
 
 AUTOTUNE = tf.data.AUTOTUNE
+# With extra targets (multi-task), batches are (images, {FRACTURE_TARGET: labels, name: target, ...}).
+FRACTURE_TARGET = "fracture"
 # Examples whose raw pixels and preprocessed output enter a disk store's key (cheap: read and
 # preprocessed once per pipeline construction).
 FINGERPRINT_EXAMPLES = 8
@@ -190,8 +193,12 @@ class TrainingPipeline:
 
     Use :func:`training_pipeline` to build one from a TFDS split.
 
+    With extra ``targets`` in the store (:meth:`PreprocessedStore.with_targets`, or ``training_pipeline(...,
+    targets=...)``) the batches are ``(images, {"fracture": labels float32 (B,), name: target int32 (B,), ...})``
+    for a model with a dict of outputs; without, ``(images, labels)``.
+
     Attributes:
-        store: the preprocessed images and labels.
+        store: the preprocessed images and labels (and extra targets).
         seed: the seed in use (drawn at random when ``config.seed`` is None; log it to repeat a run).
         copies: augmented copies per original in each epoch.
         epoch_size: elements per epoch, ``len(store) * (copies + 1)``.
@@ -279,7 +286,10 @@ class TrainingPipeline:
                 where = copy > 0 if self.copies else None  # originals stay untouched
                 transforms = tf.unstack(parameters, 5, axis=1)
                 images = transform_batch(images, transforms, self.augment.fill_value, where=where)
-            return tf.cast(images, tf.float32), tf.cast(labels, tf.float32)
+            images, labels = tf.cast(images, tf.float32), tf.cast(labels, tf.float32)
+            if not self.store.targets:
+                return images, labels
+            return images, _with_targets(labels, self.store, image_index)
 
         batches = elements.batch(self.config.batch_size, drop_remainder=self.config.drop_remainder)
         return batches.map(load, num_parallel_calls=AUTOTUNE, deterministic=self.config.deterministic)
@@ -292,6 +302,7 @@ def training_pipeline(
     augment: AugmentConfig | None = AugmentConfig(),  # noqa: B008  (frozen dataclass: immutable default)
     *,
     source: str | None = None,
+    targets: Mapping[str, np.ndarray] | None = None,
 ) -> TrainingPipeline:
     """Preprocesses ``dataset`` once (or reads its cached store) and returns its training epochs.
 
@@ -302,6 +313,9 @@ def training_pipeline(
         augment: augmentation ranges (default: the method's); None disables augmentation (and the copies).
         source: the dataset's identity for the cache key, e.g. ``"fracatlas/1.0.0/train"`` (see
             :func:`preprocessed_store`).
+        targets: further per-image integer targets by name, in ``dataset``'s order (e.g. ``{"body_part":
+            split_metadata(name, split)["body_parts"]}``); the batches' labels then become a dict
+            ``{"fracture": labels, **targets}`` (see :class:`TrainingPipeline`).
 
     Example:
         >>> split = tfds.load("synthetic_xray/tiny", split="train")
@@ -309,7 +323,10 @@ def training_pipeline(
         >>> images, labels = next(iter(pipeline.epoch(0)))
     """
     config = PipelineConfig() if config is None else config
-    return TrainingPipeline(preprocessed_store(dataset, preprocess, config.cache, source), config, augment)
+    store = preprocessed_store(dataset, preprocess, config.cache, source)
+    if targets:
+        store = store.with_targets(targets)
+    return TrainingPipeline(store, config, augment)
 
 
 def evaluation_pipeline(
@@ -319,16 +336,20 @@ def evaluation_pipeline(
     cache: str | None = "",
     *,
     source: str | None = None,
+    targets: Mapping[str, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(images float32 (B, S, S, 1), labels float32 (B,))`` in dataset order, no augmentation.
 
     ``cache`` as in :class:`PipelineConfig`; None preprocesses on the fly (one pass, nothing kept).
+    ``targets`` as in :func:`training_pipeline`: the labels become ``{"fracture": labels, **targets}``.
     """
     if cache is None:
+        count = int(dataset.cardinality())
         dataset = preprocessed(dataset, preprocess).batch(batch_size)
     else:
         store = preprocessed_store(dataset, preprocess, cache, source)
         size = tuple(store.image_shape)
+        count = len(store)
 
         def load(indices):
             images, labels = tf.numpy_function(store.gather, [indices], [tf.uint8, tf.int64], stateful=False)
@@ -338,7 +359,38 @@ def evaluation_pipeline(
 
         dataset = tf.data.Dataset.range(len(store)).batch(batch_size).map(load, num_parallel_calls=AUTOTUNE)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.float32)), num_parallel_calls=AUTOTUNE)
+    if targets:
+        dataset = _zip_targets(dataset, targets, batch_size, count)
     return dataset.with_options(_options(True)).prefetch(AUTOTUNE)
+
+
+def _with_targets(labels, store: PreprocessedStore, indices) -> dict:
+    names = tuple(store.targets)
+    values = tf.numpy_function(
+        store.gather_targets, [indices], [tf.int32] * len(names), stateful=False, name="gather_targets"
+    )
+    for value in values:
+        value.set_shape((None,))
+    return {FRACTURE_TARGET: labels, **dict(zip(names, values, strict=True))}
+
+
+def _zip_targets(dataset: tf.data.Dataset, targets: Mapping[str, np.ndarray], batch_size: int, count: int):
+    checked = {}
+    for name, values in targets.items():
+        values = np.asarray(values)
+        if values.ndim != 1 or not (values.dtype.kind in "iu" or values.size == 0):
+            raise ValueError(
+                f"Expected target {name!r} to be a 1-D integer array, but got {values.dtype} {values.shape}."
+            )
+        checked[name] = values.astype(np.int32)
+    lengths = sorted({len(v) for v in checked.values()})
+    if (lengths != [count] and count >= 0) or len(lengths) != 1:
+        raise ValueError(
+            f"Expected one target value per image ({count if count >= 0 else 'as many as images'}) in the "
+            f"dataset's order, but the targets hold {lengths}."
+        )
+    extras = tf.data.Dataset.from_tensor_slices(checked).batch(batch_size)
+    return tf.data.Dataset.zip(dataset, extras).map(lambda xy, t: (xy[0], {FRACTURE_TARGET: xy[1], **t}))
 
 
 def _preprocess_numpy(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:

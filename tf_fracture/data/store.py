@@ -2,7 +2,9 @@
 
 The training pipeline draws every epoch as a permutation of the whole epoch, so it needs the image
 at any index, not a stream. A store holds ``images`` ``(N, S, S, 1)`` uint8 and ``labels`` ``(N,)``
-int64, after the deterministic preprocessing, plus a manifest that says what produced them.
+int64, after the deterministic preprocessing, plus a manifest that says what produced them, and
+optionally further per-image integer ``targets`` (e.g. the body part of a multi-task head; kept in
+memory only, attached with :meth:`PreprocessedStore.with_targets`: they do not decide the stored bytes).
 
 * In memory: NumPy arrays (fast; the set must fit in RAM).
 * On disk: ``<cache_dir>/<key>/`` with ``images.u8`` (raw bytes, read through a memory map, so a set
@@ -21,6 +23,7 @@ This module needs no TensorFlow: the VLM track can read the same stores.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +31,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
@@ -46,12 +50,15 @@ class PreprocessedStore:
         labels: ``(N,)`` int64.
         manifest: what produced the store (see :func:`store_key`).
         path: the folder on disk, or None for a store in memory.
+        targets: further per-image integer targets by name, each ``(N,)`` int32 in store order
+            (see :meth:`with_targets`); empty by default.
     """
 
     images: np.ndarray
     labels: np.ndarray
     manifest: Mapping = field(default_factory=dict)
     path: str | None = None
+    targets: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -64,6 +71,34 @@ class PreprocessedStore:
         """``(images, labels)`` at ``indices`` (any order; a fresh array, not a view of the store)."""
         indices = np.asarray(indices, np.int64)
         return np.ascontiguousarray(self.images[indices]), self.labels[indices]
+
+    def with_targets(self, targets: Mapping[str, np.ndarray]) -> PreprocessedStore:
+        """A copy that also holds ``targets``: per-image integer arrays ``(N,)`` in the store's (the source's) order.
+
+        Example:
+            >>> store = store.with_targets({"body_part": split_metadata("mura", split)["body_parts"]})
+        """
+        checked = dict(self.targets)
+        for name, values in targets.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"Expected target names to be non-empty strings, but got {name!r}.")
+            values = np.asarray(values)
+            if values.shape != (len(self),) or not (values.dtype.kind in "iu" or values.size == 0):
+                raise ValueError(
+                    f"Expected target {name!r} to be {len(self)} integers (one per image, in the source's order), "
+                    f"but got an array of shape {values.shape} and dtype {values.dtype}."
+                )
+            if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"Target {name!r} holds values outside int32.")
+            values = values.astype(np.int32)
+            values.setflags(write=False)
+            checked[name] = values
+        return dataclasses.replace(self, targets=MappingProxyType(checked))
+
+    def gather_targets(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each of :attr:`targets` at ``indices``, in the order of ``targets``' names."""
+        indices = np.asarray(indices, np.int64)
+        return tuple(values[indices] for values in self.targets.values())
 
 
 def store_key(identity: Mapping) -> str:

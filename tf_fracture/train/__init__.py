@@ -1,4 +1,6 @@
-"""Training: optimisers and schedules with PyTorch's semantics (the CLI comes with issue 7).
+"""Training: `train` (one compile and fit for every model and stage), the run folder, optimisers and schedules.
+
+``python -m tf_fracture.train`` is the command line (see ``__main__``).
 
 Import-light: ``import tf_fracture.train`` loads neither TensorFlow nor Keras; the public names
 are loaded from their modules on first use.
@@ -7,7 +9,19 @@ are loaded from their modules on first use.
 import importlib
 
 _EXPORTS = {
+    "BestModel": "tf_fracture.train.callbacks",
+    "ConfigMismatchError": "tf_fracture.train.loop",
     "CosineAnnealingWarmRestarts": "tf_fracture.train.schedules",
+    "HistoryCSV": "tf_fracture.train.callbacks",
+    "ResumableBackup": "tf_fracture.train.callbacks",
+    "RunFolder": "tf_fracture.train.run",
+    "ValidationAUROC": "tf_fracture.train.callbacks",
+    "build_model": "tf_fracture.train.model_factory",
+    "build_optimizer": "tf_fracture.train.model_factory",
+    "class_weights": "tf_fracture.train.model_factory",
+    "copy_weights": "tf_fracture.train.model_factory",
+    "model_file": "tf_fracture.train.run",
+    "train": "tf_fracture.train.loop",
     "GroupedOptimizer": "tf_fracture.train.optimizers",
     "TorchSGD": "tf_fracture.train.optimizers",
     "optimizer_for_groups": "tf_fracture.train.optimizers",

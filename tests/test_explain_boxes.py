@@ -1,0 +1,85 @@
+"""Box hit rate: peaks, box areas and the chance rate on hand-made heatmaps and boxes (exact numbers)."""
+
+import numpy as np
+import pytest
+
+from tf_fracture.data.preprocess import resize
+from tf_fracture.explain import box_area_fraction, box_hit_rate, boxes_after_resize, peak, peak_in_boxes
+
+
+def heatmap_with_peak(row, col, shape=(4, 4)):
+    heatmap = np.zeros(shape, np.float32)
+    heatmap[row, col] = 1.0
+    return heatmap
+
+
+def test_peak_is_the_argmax_pixel_centre():
+    assert peak(heatmap_with_peak(1, 2)) == (0.375, 0.625)
+    assert peak(heatmap_with_peak(3, 0, shape=(4, 8))) == (0.875, 0.0625)
+
+
+def test_peak_in_boxes_edges_included():
+    heatmap = heatmap_with_peak(1, 2)  # peak at (0.375, 0.625)
+    assert peak_in_boxes(heatmap, [[0.25, 0.5, 0.5, 0.75]])
+    assert not peak_in_boxes(heatmap, [[0.0, 0.0, 0.25, 0.25]])
+    assert peak_in_boxes(heatmap, [[0.0, 0.0, 0.25, 0.25], [0.375, 0.625, 1.0, 1.0]])  # second box, on its corner
+    assert peak_in_boxes(heatmap, [[0.0, 0.0, 0.375, 0.625]])  # on its far corner
+    assert not peak_in_boxes(heatmap, [[0.25, 0.5, 0.5, 0.6]])  # x = 0.625 just right of the box
+    assert not peak_in_boxes(heatmap, np.zeros((0, 4)))
+
+
+def test_box_area_fraction_counts_overlaps_once():
+    assert box_area_fraction([[0.0, 0.0, 0.5, 0.5]], (4, 4)) == 4 / 16
+    # Pixel centres 0.125, 0.375, 0.625, 0.875: rows/cols {0, 1} and {1, 2}, overlapping at (1, 1).
+    assert box_area_fraction([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]], (4, 4)) == 7 / 16
+    assert box_area_fraction([[0.0, 0.0, 1.0, 1.0]], (3, 5)) == 1.0
+
+
+def test_box_hit_rate_and_its_chance_baseline():
+    flat = np.zeros((4, 4), np.float32)
+    result = box_hit_rate(
+        [heatmap_with_peak(0, 0), heatmap_with_peak(3, 3), heatmap_with_peak(2, 2), flat],
+        [
+            [[0.0, 0.0, 0.5, 0.5]],  # hit, area 4/16
+            [[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]],  # miss, area 7/16
+            [],  # no box: left out
+            [[0.0, 0.0, 1.0, 0.5]],  # a flat map has no peak: a miss, area 8/16
+        ],
+    )
+    assert result.n == 3 and result.without_boxes == 1 and result.flat == 1
+    assert result.hits == (True, False, False)
+    assert result.hit_rate == pytest.approx(1 / 3)
+    assert result.chance_rate == pytest.approx((4 / 16 + 7 / 16 + 8 / 16) / 3)
+    assert result.to_dict()["n"] == 3
+
+
+def test_no_boxes_gives_nan_rates():
+    result = box_hit_rate([heatmap_with_peak(0, 0)], [[]])
+    assert result.n == 0 and np.isnan(result.hit_rate) and np.isnan(result.chance_rate)
+
+
+def test_boxes_follow_the_padding_of_the_preprocessing():
+    # A bright rectangle in a 40x20 image at rows 10..20, cols 5..10: its box in the padded square image
+    # must enclose the same bright pixels that tf_fracture.data.preprocess.resize puts there.
+    image = np.zeros((40, 20), np.uint8)
+    image[10:20, 5:10] = 255
+    box = [[10 / 40, 5 / 20, 20 / 40, 10 / 20]]
+    np.testing.assert_allclose(boxes_after_resize(box, (40, 20), "stretch"), box)
+    padded = boxes_after_resize(box, (40, 20), "pad")
+    np.testing.assert_allclose(padded, [[10 / 40, (10 + 5) / 40, 20 / 40, (10 + 10) / 40]])
+    square = resize(image, 40, "pad")
+    rows, cols = np.nonzero(square > 128)
+    np.testing.assert_array_equal([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], padded[0] * 40)
+
+
+def test_bad_boxes_and_shapes_are_refused():
+    with pytest.raises(ValueError, match="normalised"):
+        peak_in_boxes(heatmap_with_peak(0, 0), [[0.5, 0.0, 0.2, 1.0]])  # ymax < ymin
+    with pytest.raises(ValueError, match="normalised"):
+        box_area_fraction([[0.0, 0.0, 1.5, 1.0]], (4, 4))  # pixels, not normalised
+    with pytest.raises(ValueError, match="one box list per heatmap"):
+        box_hit_rate([heatmap_with_peak(0, 0)], [])
+    with pytest.raises(ValueError, match="2-D heatmap"):
+        peak(np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="resize_mode"):
+        boxes_after_resize([[0, 0, 1, 1]], (4, 4), "crop")

@@ -1,0 +1,146 @@
+"""Box hit rate: how often a heatmap's peak falls inside a fracture box, beside what chance gives.
+
+Boxes are normalised ``(ymin, xmin, ymax, xmax)`` in [0, 1] (TFDS ``BBoxFeature``, FracAtlas's and
+synthetic_xray's ``fracture_boxes``). A heatmap's peak is its argmax pixel, taken at the pixel's
+centre ``((row + 0.5) / H, (col + 0.5) / W)``; a peak on a box's edge counts as inside.
+
+The chance rate is the hit rate of a peak drawn uniformly over the pixels: per image, the fraction
+of pixel centres inside any of its boxes (overlapping boxes counted once), averaged over images.
+A hit rate means something only well above it. NumPy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BoxHitRate:
+    """The box hit rate over the images that have at least one box.
+
+    Attributes:
+        hit_rate: fraction of those images whose heatmap peak lies in one of their boxes.
+        chance_rate: the mean box-area fraction: the hit rate of a uniformly random peak.
+        n: images with at least one box (the denominator of both rates).
+        hits: per image with boxes, whether its peak hit.
+        without_boxes: images given without any box, left out of ``n``.
+        flat: images among ``n`` whose heatmap is constant (no peak): counted as misses.
+    """
+
+    hit_rate: float
+    chance_rate: float
+    n: int
+    hits: tuple[bool, ...]
+    without_boxes: int
+    flat: int
+
+    def to_dict(self) -> dict:
+        return {
+            "hit_rate": self.hit_rate,
+            "chance_rate": self.chance_rate,
+            "n": self.n,
+            "without_boxes": self.without_boxes,
+            "flat": self.flat,
+        }
+
+
+def check_boxes(boxes) -> np.ndarray:
+    """``boxes`` as a ``(k, 4)`` float64 array of normalised ``(ymin, xmin, ymax, xmax)``."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
+    bad = (boxes < 0) | (boxes > 1) | ~np.isfinite(boxes)
+    if bad.any() or np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
+        raise ValueError(
+            "Expected boxes as normalised (ymin, xmin, ymax, xmax) with 0 <= min <= max <= 1, "
+            f"but got {boxes.tolist()}."
+        )
+    return boxes
+
+
+def peak(heatmap: np.ndarray) -> tuple[float, float]:
+    """The normalised ``(y, x)`` centre of the heatmap's argmax pixel (the first one on ties)."""
+    heatmap = np.asarray(heatmap)
+    if heatmap.ndim != 2 or heatmap.size == 0:
+        raise ValueError(f"Expected a 2-D heatmap, but got shape {heatmap.shape}.")
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return (row + 0.5) / heatmap.shape[0], (col + 0.5) / heatmap.shape[1]
+
+
+def _inside(y, x, boxes: np.ndarray):
+    y, x = np.asarray(y)[..., None], np.asarray(x)[..., None]
+    return ((boxes[:, 0] <= y) & (y <= boxes[:, 2]) & (boxes[:, 1] <= x) & (x <= boxes[:, 3])).any(axis=-1)
+
+
+def peak_in_boxes(heatmap: np.ndarray, boxes) -> bool:
+    """Whether the heatmap's peak lies inside (or on the edge of) any of ``boxes``."""
+    y, x = peak(heatmap)
+    return bool(_inside(y, x, check_boxes(boxes)))
+
+
+def box_area_fraction(boxes, shape: tuple[int, int]) -> float:
+    """The fraction of an ``(H, W)`` grid's pixel centres inside any of ``boxes`` (a random peak's hit chance)."""
+    boxes = check_boxes(boxes)
+    height, width = shape
+    ys = (np.arange(height) + 0.5) / height
+    xs = (np.arange(width) + 0.5) / width
+    return float(_inside(ys[:, None], xs[None, :], boxes).mean())
+
+
+def box_hit_rate(heatmaps: Sequence[np.ndarray], boxes: Sequence) -> BoxHitRate:
+    """How often each heatmap's peak falls inside one of its image's boxes, and the chance rate.
+
+    Args:
+        heatmaps: per image, a 2-D heatmap (a ``(B, H, W)`` array works too).
+        boxes: per image, its boxes (``(k, 4)``, normalised ``ymin, xmin, ymax, xmax``; ``k`` may be 0).
+
+    Returns:
+        A `BoxHitRate` over the images with at least one box; NaN rates when there is none.
+
+    Example:
+        >>> box_hit_rate(grad_cam(model, images)["mobilenetv3_large"], boxes).hit_rate
+    """
+    if len(heatmaps) != len(boxes):
+        raise ValueError(f"Expected one box list per heatmap, but got {len(heatmaps)} heatmaps and {len(boxes)}.")
+    hits, chances, flat, without = [], [], 0, 0
+    for heatmap, image_boxes in zip(heatmaps, boxes, strict=True):
+        image_boxes = check_boxes(image_boxes)
+        if len(image_boxes) == 0:
+            without += 1
+            continue
+        heatmap = np.asarray(heatmap)
+        chances.append(box_area_fraction(image_boxes, heatmap.shape))
+        if heatmap.size and heatmap.max() == heatmap.min():
+            flat += 1
+            hits.append(False)
+        else:
+            hits.append(peak_in_boxes(heatmap, image_boxes))
+    n = len(hits)
+    return BoxHitRate(
+        hit_rate=float(np.mean(hits)) if n else float("nan"),
+        chance_rate=float(np.mean(chances)) if n else float("nan"),
+        n=n,
+        hits=tuple(hits),
+        without_boxes=without,
+        flat=flat,
+    )
+
+
+def boxes_after_resize(boxes, image_shape: tuple[int, int], resize_mode: str = "stretch") -> np.ndarray:
+    """Boxes of the original image, in the coordinates of the preprocessed square image.
+
+    ``"stretch"`` keeps normalised coordinates; ``"pad"`` (the image padded to a centred square
+    first, see `tf_fracture.data.preprocess.resize`) shrinks them towards the centre of the long side.
+    """
+    boxes = check_boxes(boxes)
+    if resize_mode == "stretch":
+        return boxes
+    if resize_mode != "pad":
+        raise ValueError(f"Expected `resize_mode` to be one of 'stretch', 'pad', but got {resize_mode!r}.")
+    height, width = image_shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    scale = np.array([height, width, height, width]) / side
+    offset = np.array([top, left, top, left]) / side
+    return boxes * scale + offset

@@ -1,0 +1,117 @@
+"""``python -m tf_fracture.train``: train an experiment into a run folder, then evaluate it.
+
+    python -m tf_fracture.train                                   # the demo: synthetic_xray, then its evaluation
+    python -m tf_fracture.train --preset paper --stage pretrain --backbone convnext --weights imagenet
+    python -m tf_fracture.train --preset paper --stage finetune --backbone convnext \
+        --init-from runs/paper-pretrain-convnext
+    python -m tf_fracture.train --set train.epochs=3 --set data.image_size=128 --run-dir runs/short
+    python -m tf_fracture.train --config runs/demo/config.json --run-dir runs/demo-again   # repeat a run
+
+The run folder defaults to ``runs/<experiment name>``: running the same command again resumes an
+interrupted run exactly where its last completed epoch left it (and does not retrain a finished one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tf_fracture import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tf_fracture.train",
+        description="Train a fracture classifier (or the fusion ensemble) into a run folder, then evaluate it. "
+        "With no arguments: the built-in demo on synthetic_xray.",
+        epilog="The same command again resumes an interrupted run from its last completed epoch.",
+    )
+    parser.add_argument("--preset", default=None, help="a named experiment: demo (default) or paper")
+    parser.add_argument("--stage", default=None, help="the preset's stage (paper: pretrain, finetune, ensemble)")
+    parser.add_argument("--backbone", default=None, help="backbone family (convnext, efficientnetv2, mobilenetv3)")
+    parser.add_argument("--dataset", default=None, help="train on another dataset with the stage's hyper-parameters")
+    parser.add_argument("--config", default=None, help="a config.json (e.g. RUN/config.json): repeat that run")
+    parser.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field, e.g. --set train.epochs=3 --set data.image_size=128 (repeatable)",
+    )
+    parser.add_argument("--run-dir", default=None, help="the run folder (default runs/<experiment name>)")
+    parser.add_argument("--weights", choices=["imagenet"], default=None, help="start from ImageNet weights")
+    parser.add_argument("--init-from", default=None, metavar="RUN", help="start from an earlier run's weights")
+    parser.add_argument("--mixed-precision", choices=["bf16", "fp16"], default=None, help="mixed precision")
+    parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
+    return parser
+
+
+def resolve_experiment(args: argparse.Namespace):
+    """The `ExperimentConfig` of the command line: a preset or a config file, then the flags and ``--set``."""
+    from tf_fracture.configs import ExperimentConfig, get_experiment
+
+    if args.config:
+        chosen = [flag for flag in ("preset", "stage", "backbone", "dataset") if getattr(args, flag)]
+        if chosen:
+            raise ValueError(
+                f"--config gives the whole experiment: drop --{', --'.join(chosen)} (or change fields with --set)."
+            )
+        experiment = ExperimentConfig.from_json(args.config)
+    else:
+        experiment = get_experiment(
+            args.preset or "demo", stage=args.stage, backbone=args.backbone, dataset=args.dataset
+        )
+    flags = []
+    if args.weights:
+        flags.append(f"model.weights={args.weights}")
+    if args.init_from:
+        flags.append(f"model.init_from={args.init_from}")
+    if args.mixed_precision:
+        flags.append(f"train.mixed_precision={args.mixed_precision}")
+    if args.xla:
+        flags.append("train.xla=true")
+    return experiment.override([*flags, *args.assignments])
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = cli.parse_args(parser, argv)
+    try:
+        experiment = resolve_experiment(args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    run_dir = args.run_dir or os.path.join("runs", experiment.name)
+
+    from tf_fracture.train.loop import train
+
+    print(f"Training {experiment.name!r} ({experiment.model.backbone}) into {run_dir}", flush=True)
+    summary = train(experiment, run_dir)
+    best = summary.get("best_val_auroc")
+    print(
+        f"Best model: {summary['model']} (epoch {summary['best_epoch'] + 1}, validation AUROC "
+        f"{'n/a' if best is None else f'{best:.4f}'})",
+        flush=True,
+    )
+    if not args.no_evaluate:
+        from tf_fracture import metrics
+        from tf_fracture.evaluate import evaluate_run
+
+        evaluation = evaluate_run(run_dir)
+        level = evaluation.levels[evaluation.primary]
+        out = os.path.join(run_dir, "evaluation", f"{evaluation.dataset}-{evaluation.split}")
+        print(
+            f"{evaluation.dataset} {evaluation.split} AUROC {metrics.roc_auc(level.labels, level.scores):.4f}; "
+            f"report: {os.path.join(out, 'report.md')}",
+            flush=True,
+        )
+    logs = os.path.join(run_dir, "logs")
+    board = f", TensorBoard: tensorboard --logdir {logs}" if os.path.isdir(logs) else ""
+    print(f"Results in {run_dir}: config.json, model.keras, history.csv, summary.json{board}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

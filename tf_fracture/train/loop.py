@@ -1,0 +1,249 @@
+"""`train`: one compile and fit for every model and stage, into a resumable run folder.
+
+Exact resume: each epoch's batches are a pure function of (seed, epoch) (`TrainingPipeline`), and the
+backup (`ResumableBackup`) holds the model, the optimiser (its iteration count, hence the learning
+rate schedule, included), the random generators' states and the best model so far after every
+epoch. A run killed at any instant and started again with the same config reads the backup's epoch
+*before* ``fit`` builds its data, feeds ``pipeline.epochs(start_epoch=epoch)`` with
+``initial_epoch=epoch``, and so trains exactly the epochs it has not finished: in deterministic mode
+its final weights equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_fracture.data.augment import AugmentConfig
+from tf_fracture.data.pipeline import evaluation_pipeline, training_pipeline
+from tf_fracture.train import runtime
+from tf_fracture.train.callbacks import BestModel, HistoryCSV, ResumableBackup, Throughput, ValidationAUROC
+from tf_fracture.train.model_factory import build_model, build_optimizer, class_weights, current_learning_rates
+from tf_fracture.train.run import RunFolder, write_json
+
+# Preparation (preprocessing a split into its store) reports progress when it lasts longer than this.
+PROGRESS_AFTER_SECONDS = 3.0
+PROGRESS_EVERY_SECONDS = 5.0
+
+
+class ConfigMismatchError(ValueError):
+    """The run folder holds a run of another configuration."""
+
+
+def train(
+    experiment,
+    run_dir,
+    *,
+    verbose: int | str = "auto",
+    validation_scorer=None,
+    callbacks=(),
+) -> dict:
+    """Trains ``experiment`` (an `ExperimentConfig`) into the run folder ``run_dir``; resumes an unfinished one.
+
+    Writes ``config.json`` first, then per epoch ``history.csv``, TensorBoard ``logs/``, ``model.keras``
+    when the validation AUROC improved, and the ``backup/``; at the end ``final.weights.h5`` and
+    ``summary.json`` (and the backup is removed). See `tf_fracture.train.run`.
+
+    A folder that holds a finished run is not trained again: its summary is returned (with
+    ``"already_complete": True``). A folder that holds another configuration's run raises
+    `ConfigMismatchError`.
+
+    Args:
+        experiment: the resolved experiment config.
+        run_dir: the run folder (created if needed).
+        verbose: Keras' ``fit`` verbosity (progress bars by default).
+        validation_scorer: ``model -> validation logits`` instead of ``model.predict`` (tests).
+        callbacks: more Keras callbacks, run after the run folder's own.
+
+    Returns:
+        The summary (also in ``summary.json``): ``best_epoch``, ``best_val_auroc``, ``epochs_completed``,
+        ``seed``, ``images_per_second``, ``resumed_from_epoch``, ...
+    """
+    run = RunFolder(run_dir)
+    started = time.perf_counter()
+    if run.is_complete():
+        _check_same_config(run, experiment)
+        if run.backup.exists():  # killed after the summary was written, before the backup was removed
+            shutil.rmtree(run.backup)
+        _say(f"{run.path} holds a finished run ({run.summary}): nothing to train. Use a new --run-dir to train again.")
+        return {**run.read_summary(), "already_complete": True}
+    data, settings = experiment.data, experiment.train
+    # Before anything else uses TensorFlow (a multi-worker strategy must start first).
+    strategy = runtime.strategy_for(settings)
+    runtime.check_global_batch(data.batch_size, strategy)
+    # Every worker of a cluster runs every callback: the chief writes the run folder, each other
+    # worker a folder of its own inside it (its backup, so that it resumes too).
+    run = RunFolder(runtime.worker_dir(run.path, strategy))
+    run.path.mkdir(parents=True, exist_ok=True)
+    if run.config.is_file():
+        _check_same_config(run, experiment)
+    else:
+        write_json(run.config, experiment.to_dict())
+    if settings.deterministic:
+        runtime.enable_determinism(settings.seed)
+    else:
+        keras.utils.set_random_seed(settings.seed)
+
+    pipeline, validation, validation_labels = _data(experiment)
+    weights = class_weights(pipeline.store.labels, settings.class_weights)
+    initial_epoch = ResumableBackup.resume_epoch(run.backup)
+    if initial_epoch >= settings.epochs:
+        raise ValueError(
+            f"The backup in {run.backup} is at epoch {initial_epoch}, past the {settings.epochs} epochs of "
+            f"{run.config}: this run folder's state is inconsistent; use a new --run-dir."
+        )
+    if initial_epoch:
+        _say(f"Resuming {run.path} from its backup: epoch {initial_epoch + 1} of {settings.epochs}.")
+
+    with runtime.precision_scope(settings.mixed_precision), strategy.scope():
+        model = build_model(experiment)
+        optimizer = build_optimizer(settings, model, pipeline.steps_per_epoch)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[keras.metrics.AUC(from_logits=True, name="auroc")],
+            jit_compile=settings.xla,
+        )
+    best = BestModel(run.model)
+    throughput = Throughput(data.batch_size)
+    own_callbacks = [
+        runtime.SyncMovingStatistics(),  # replicas' BatchNorm statistics averaged before validation and saving
+        ValidationAUROC(validation, validation_labels, scorer=validation_scorer),
+        best,
+        HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),
+        *_tensorboard(run),
+        throughput,
+        ResumableBackup(run.backup, extra_state=best.state, restore_extra=best.restore),
+    ]
+    with runtime.keras_multi_worker_fixes():
+        model.fit(
+            pipeline.epochs(start_epoch=initial_epoch),
+            epochs=settings.epochs,
+            steps_per_epoch=pipeline.steps_per_epoch,
+            initial_epoch=initial_epoch,
+            class_weight=weights,
+            shuffle=False,  # the pipeline's own order, a function of (seed, epoch)
+            callbacks=[*own_callbacks, *callbacks],
+            verbose=verbose,
+        )
+    model.save_weights(run.final_weights)
+    history = run.read_history()
+    summary = {
+        "completed": True,
+        "name": experiment.name,
+        "stage": settings.stage,
+        "backbone": experiment.model.backbone,
+        "best_epoch": best.best_epoch,
+        "best_val_auroc": None if best.best == -math.inf else best.best,
+        "final_val_auroc": history[-1].get("val_auroc") if history else None,
+        "epochs_completed": settings.epochs,
+        "resumed_from_epoch": initial_epoch or None,
+        "seed": pipeline.seed,
+        "steps_per_epoch": pipeline.steps_per_epoch,
+        "train_images": len(pipeline.store),
+        "validation_images": int(validation_labels.size),
+        "class_weights": {str(k): v for k, v in weights.items()} if weights else None,
+        "images_per_second": throughput.images_per_second,
+        "seconds": time.perf_counter() - started,
+        "model": str(run.model),
+    }
+    write_json(run.summary, summary)
+    shutil.rmtree(run.backup, ignore_errors=True)
+    return summary
+
+
+def _tensorboard(run: RunFolder) -> list:
+    """TensorBoard logs in ``RUN/logs``, when the ``tensorboard`` package is installed (TensorFlow 2.21 lacks it)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        _say("TensorBoard logs skipped: the `tensorboard` package is not installed (pip install tensorboard).")
+        return []
+    return [keras.callbacks.TensorBoard(str(run.logs))]
+
+
+def _data(experiment):
+    """The training pipeline and the validation batches with their labels."""
+    from tf_fracture.data.sources import load_split, source_name
+
+    data, settings = experiment.data, experiment.train
+    preprocess = data.preprocess_config()
+    split = load_split(data, data.train_split)
+    pipeline = training_pipeline(
+        _with_progress(split, f"Preparing the {data.dataset} {data.train_split} images at {data.image_size} px"),
+        preprocess,
+        data.pipeline_config(settings.seed, deterministic=settings.deterministic),
+        AugmentConfig() if data.augment else None,
+        source=source_name(data, data.train_split),
+    )
+    split = load_split(data, data.validation_split)
+    validation = evaluation_pipeline(
+        _with_progress(split, f"Preparing the {data.dataset} {data.validation_split} images"),
+        preprocess,
+        data.batch_size,
+        data.cache,
+        source=source_name(data, data.validation_split),
+    )
+    labels = np.concatenate([y for _, y in validation.as_numpy_iterator()]).astype(np.int64)
+    return pipeline, validation, labels
+
+
+class _Progress:
+    """Prints ``label: i/N (p%)`` every few seconds once a preparation has lasted a few seconds."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total = label, total
+        self.count = 0
+        self.start = self.last = time.perf_counter()
+
+    def tick(self):
+        self.count += 1
+        now = time.perf_counter()
+        if now - self.start >= PROGRESS_AFTER_SECONDS and now - self.last >= PROGRESS_EVERY_SECONDS:
+            self.last = now
+            share = f" ({100 * self.count / self.total:.0f}%)" if self.total > 0 else ""
+            _say(f"{self.label}: {self.count}/{self.total if self.total > 0 else '?'}{share}, {now - self.start:.0f} s")
+        return np.int64(self.count)
+
+
+def _with_progress(dataset: tf.data.Dataset, label: str) -> tf.data.Dataset:
+    """``dataset`` unchanged (same elements and spec), reporting how many elements went through."""
+    progress = _Progress(label, int(dataset.cardinality()))
+
+    def tick(example):
+        count = tf.numpy_function(progress.tick, [], tf.int64, stateful=True)
+        with tf.control_dependencies([count]):
+            return tf.nest.map_structure(tf.identity, example)
+
+    return dataset.map(tick)
+
+
+def _check_same_config(run: RunFolder, experiment) -> None:
+    saved = run.read_config()
+    if saved != experiment.to_dict():
+        changed = sorted(_differences(saved, experiment.to_dict()))
+        raise ConfigMismatchError(
+            f"{run.path} holds a run of another configuration (differs in {', '.join(changed[:10])}): "
+            f"resume it with `--config {run.config}`, or train this one into a new --run-dir."
+        )
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = set(a) | set(b)
+    out = []
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
