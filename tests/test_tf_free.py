@@ -21,6 +21,9 @@ MODULES = [
     "tf_fracture.data.store",
     "tf_fracture.audit.duplicates",
     "tf_fracture.metrics",
+    "tf_fracture.configs",
+    "tf_fracture.train.run",
+    "tf_fracture.explain.boxes",
 ]
 
 BLOCK_TENSORFLOW = """

@@ -27,7 +27,8 @@ class DatasetSpec:
         body_part_names: the class names of ``body_part_feature`` in label order (empty without one).
         group_feature: the feature whose images are scored together (MURA's studies), or None.
         boxes_feature: the feature holding fracture boxes (normalised ymin, xmin, ymax, xmax), or None.
-        metadata_features: further per-image features kept beside the predictions.
+        metadata_features: further per-image features kept beside the predictions (for reports and
+            subgroup analyses; never model inputs: FracAtlas's ``fracture_count`` is the label itself).
         manual: whether the data must be downloaded by hand into ``manual_dir`` (where there is
             no network access, FracAtlas too).
     """

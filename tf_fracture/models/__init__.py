@@ -13,17 +13,23 @@ from tf_fracture.models.classifier import (
     feature_map_model,
 )
 from tf_fracture.models.fusion import FusionConfig, FusionModel, InferenceMode, build_fusion
+from tf_fracture.models.multitask import BODY_PART, FRACTURE, MultiTaskClassifier, multitask_loss, with_body_part_head
 from tf_fracture.models.saving import load_model
 
 __all__ = [
+    "BODY_PART",
+    "FRACTURE",
     "LOGIT_LAYER",
     "FractureClassifier",
     "FusionConfig",
     "FusionModel",
     "InferenceMode",
+    "MultiTaskClassifier",
     "build_classifier",
     "build_fusion",
     "feature_extractor",
     "feature_map_model",
     "load_model",
+    "multitask_loss",
+    "with_body_part_head",
 ]

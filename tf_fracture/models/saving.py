@@ -18,7 +18,7 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
     The model comes back as the class it was saved as (`Backbone`, `FractureClassifier`,
     `FusionModel`), with its build configuration, e.g. ``model.backbone.family``.
     """
-    import tf_fracture.models  # noqa: F401  (registers FractureClassifier and FusionModel)
+    import tf_fracture.models  # noqa: F401  (registers FractureClassifier, FusionModel, MultiTaskClassifier)
 
     path = os.fspath(path)
     if not os.path.isfile(path):
