@@ -6,6 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+# Tests call the library's data functions directly, as a user's script does: register tf-fracture's
+# TFDS builders once first, as such a script must (the command lines do it themselves).
+import tf_fracture.datasets  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _seed():

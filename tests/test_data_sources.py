@@ -1,6 +1,8 @@
 """TFDS splits for an experiment: loading, store keys, metadata, and the manual-data error."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +81,17 @@ def test_fracatlas_from_manual_dir(tmp_path):
     # Fractured images have boxes, non-fractured ones none.
     assert all(len(b) > 0 for b in meta["boxes"][meta["labels"] == 1][:20])
     assert all(len(b) == 0 for b in meta["boxes"][meta["labels"] == 0])
+
+
+def test_an_unregistered_builder_says_how_to_register_it():
+    # The library never imports the registry (tests/test_audit_imports.py); a fresh script that did not
+    # import tf_fracture.datasets gets told what to do, not TFDS' "dataset not found".
+    code = (
+        "from tf_fracture.data.sources import load_split\n"
+        "try:\n"
+        "    load_split('synthetic_xray', 'train', builder_config='tiny', data_dir='/nonexistent')\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "import tf_fracture.datasets" in out.stdout, out.stdout + out.stderr

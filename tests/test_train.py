@@ -89,6 +89,7 @@ def test_run_folder_holds_the_config_model_history_and_summary_and_no_backup(fin
         "config.json",
         "final.weights.h5",
         "history.csv",
+        "logs",
         "model.keras",
         "summary.json",
     ]

@@ -3,7 +3,10 @@
     ds = load_split(config.data, config.data.train_split)      # examples as dicts (image, label, ...)
     meta = split_metadata("fracatlas", load_split("fracatlas", "test", manual_dir=..., decode_images=False))
 
-The datasets are the TFDS builders of ``datasets/`` (registered here by ``import tf_fracture.datasets``).
+The datasets are the TFDS builders of ``datasets/``, registered with TFDS by ``import tf_fracture.datasets``.
+Entry points (the command lines) do that import; the library never does (the builders import
+tf_fracture, so the library importing them would make a cycle): a script that calls these functions
+imports ``tf_fracture.datasets`` once first.
 Data that must be downloaded by hand (MURA, the elbow set, and FracAtlas where there is no network)
 is prepared from ``manual_dir`` once, into ``data_dir``; later loads read the prepared files.
 """
@@ -16,7 +19,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import tf_fracture.datasets  # noqa: F401  (registers the builders with TFDS)
 from tf_fracture.configs.datasets import get_dataset_spec
 from tf_fracture.configs.experiment import DataConfig
 
@@ -28,6 +30,7 @@ def tfds_builder(
 ) -> tfds.core.DatasetBuilder:
     """The TFDS builder of ``data`` (a :class:`DataConfig` or a dataset name); keywords win over the config."""
     name, builder_config, data_dir, _ = _resolve(data, builder_config, data_dir, None)
+    _check_registered(name)
     return tfds.builder(f"{name}/{builder_config}", data_dir=data_dir)
 
 
@@ -58,6 +61,7 @@ def load_split(
     """
     name, builder_config, data_dir, manual_dir = _resolve(data, builder_config, data_dir, manual_dir)
     spec = get_dataset_spec(name)
+    _check_registered(name)
     builder = tfds.builder(f"{name}/{builder_config}", data_dir=data_dir)
     if not builder.is_prepared():
         if spec.manual:
@@ -77,6 +81,7 @@ def load_split(
 def source_name(data: DataConfig | str, split: str, *, builder_config: str | None = None) -> str:
     """The identity of a split for the preprocessed store's key, e.g. ``"fracatlas/default/1.0.0/test"``."""
     name, builder_config, _, _ = _resolve(data, builder_config, None, None)
+    _check_registered(name)
     version = tfds.builder_cls(name).VERSION
     return f"{name}/{builder_config}/{version}/{split}"
 
@@ -179,3 +184,11 @@ def _object_array(items: list) -> np.ndarray:
     for i, item in enumerate(items):
         out[i] = item
     return out
+
+
+def _check_registered(name: str) -> None:
+    if name not in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(
+            f"The TFDS builder {name!r} is not registered: `import tf_fracture.datasets` once before loading "
+            "tf-fracture's datasets from Python (the command lines do it for you)."
+        )

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse_args(parser, argv)
+    import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
     from tf_fracture.evaluate.compare import write_comparison
     from tf_fracture.evaluate.evaluation import default_out_dir, evaluate_run
 

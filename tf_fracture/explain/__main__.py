@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = cli.parse_args(parser, argv)
+    import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
+
     if bool(args.images) == bool(args.dataset):
         parser.error("give either image files or --dataset (not both, not neither)")
     if args.limit < 1 or args.batch_size < 1:

@@ -79,6 +79,8 @@ def resolve_experiment(args: argparse.Namespace):
 def main(argv=None) -> int:
     parser = build_parser()
     args = cli.parse_args(parser, argv)
+    import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
+
     try:
         experiment = resolve_experiment(args)
     except (ValueError, FileNotFoundError) as error:
