@@ -210,3 +210,13 @@ def test_models_train_with_a_batchnorm_momentum_whose_statistics_follow_a_short_
         layer.momentum for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert len(momenta) > 10 and set(momenta) == {0.9}
+
+
+def test_a_run_on_synthetic_data_below_the_sanity_bar_is_flagged():
+    from tf_fracture.configs import get_experiment
+    from tf_fracture.train.__main__ import sanity_warning
+
+    demo = get_experiment("demo")
+    assert "below 0.95" in sanity_warning(demo, 0.52)
+    assert sanity_warning(demo, 0.97) is None
+    assert sanity_warning(get_experiment("demo", dataset="fracatlas"), 0.52) is None  # real data: no such bar
