@@ -9,7 +9,7 @@ imports this package before the CLI can hide TensorFlow's start-up log); the pub
 loaded from their modules on first use.
 """
 
-import importlib
+from tf_fracture.lazy import lazy_exports
 
 _EXPORTS = {
     "BoxHitRate": "tf_fracture.explain.boxes",
@@ -29,14 +29,4 @@ _EXPORTS = {
     "save_overlay": "tf_fracture.explain.overlay",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ Import-light: ``import tf_fracture.train`` loads neither TensorFlow nor Keras; t
 are loaded from their modules on first use.
 """
 
-import importlib
+from tf_fracture.lazy import lazy_exports
 
 _EXPORTS = {
     "BestModel": "tf_fracture.train.callbacks",
@@ -27,14 +27,4 @@ _EXPORTS = {
     "optimizer_for_groups": "tf_fracture.train.optimizers",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
