@@ -227,3 +227,33 @@ def test_compile_arguments_of_a_multitask_model(dirs):
     arguments = compile_arguments(model, 0.3)
     assert arguments["loss_weights"] == {FRACTURE: 1.0, BODY_PART: 0.3}
     assert set(arguments["metrics"]) == {FRACTURE, BODY_PART}
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops training with an error at the end of an epoch (after the run's own callbacks backed it up)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
+
+
+def test_an_interrupted_multitask_run_resumes_to_the_weights_of_an_uninterrupted_one(dirs, tmp_path):
+    config = experiment(*dirs, **{"train.epochs": 3, "model.dropout": 0.2})
+    whole = RunFolder(tmp_path / "whole")
+    train(config, whole.path, verbose=0)
+    parts = RunFolder(tmp_path / "parts")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, parts.path, verbose=0, callbacks=[Interrupt(1)])
+    assert not parts.summary.exists()
+    summary = train(config, parts.path, verbose=0)
+    assert summary["resumed_from_epoch"] == 2
+    expected, resumed = (build_model(config).classifier for _ in range(2))
+    expected.load_weights(whole.final_weights)
+    resumed.load_weights(parts.final_weights)
+    for a, b in zip(expected.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6, err_msg=a.path)
+    assert [r["body_part_loss"] for r in parts.read_history()] == [r["body_part_loss"] for r in whole.read_history()]

@@ -124,6 +124,9 @@ def train(
         _say(f"Resuming {run.path} from its backup: epoch {initial_epoch + 1} of {settings.epochs}.")
     batches = pipeline.epochs(start_epoch=initial_epoch)
 
+    # Seeded again right before the weights are drawn: preparing a dataset (the first run on a
+    # machine, not a later one) draws random numbers, and the initial weights must not depend on it.
+    keras.utils.set_random_seed(settings.seed)
     with runtime.precision_scope(settings.mixed_precision), strategy.scope():
         model = build_model(experiment)
         optimizer = build_optimizer(settings, model, pipeline.steps_per_epoch)
