@@ -24,8 +24,14 @@ from tf_fracture.data.sources import load_split, split_metadata
 from tf_fracture.metrics import roc_auc
 from tf_fracture.models import load_model
 from tf_fracture.models.multitask import BODY_PART, FRACTURE, MultiTaskClassifier
+from tf_fracture.train.callbacks import body_part_scores
 from tf_fracture.train.loop import train
-from tf_fracture.train.model_factory import build_model, compile_arguments, with_fracture_class_weights
+from tf_fracture.train.model_factory import (
+    KnownPartAccuracy,
+    build_model,
+    compile_arguments,
+    with_fracture_class_weights,
+)
 from tf_fracture.train.run import RunFolder
 
 SIZE = 32
@@ -203,11 +209,21 @@ def test_fracture_class_weights_weigh_the_fracture_loss_only():
     np.testing.assert_array_equal(y[BODY_PART], [0, 1, -1, 2])
 
 
-def test_multitask_training_with_balanced_class_weights(dirs, tmp_path):
+def test_multitask_training_with_balanced_class_weights(dirs, tmp_path, monkeypatch):
+    import tf_fracture.train.loop as loop
+
+    calls = []
+
+    def spy(dataset, weights):
+        calls.append(dict(weights))
+        return with_fracture_class_weights(dataset, weights)
+
+    monkeypatch.setattr(loop, "with_fracture_class_weights", spy)
     config = experiment(*dirs, **{"train.class_weights": "balanced", "train.epochs": 1})
     summary = train(config, tmp_path / "run", verbose=0)
-    weights = summary["class_weights"]
-    assert set(weights) == {"0", "1"} and weights["0"] > 0
+    # The training split holds as many fractured as intact images: weights of 1.
+    assert calls == [{0: 1.0, 1: 1.0}]
+    assert summary["class_weights"] == {"0": 1.0, "1": 1.0}
     assert load_model(RunFolder(tmp_path / "run").model, compile=False).output_shape == (None, 1)
 
 
@@ -224,8 +240,8 @@ def test_fusion_with_the_body_part_head_is_refused_before_any_data_is_read(tmp_p
 
 def test_compile_arguments_of_a_multitask_model(dirs):
     model = build_model(experiment(*dirs))
-    arguments = compile_arguments(model, 0.3)
-    assert arguments["loss_weights"] == {FRACTURE: 1.0, BODY_PART: 0.3}
+    arguments = compile_arguments(model, 0.7)
+    assert arguments["loss_weights"] == {FRACTURE: 1.0, BODY_PART: 0.7}
     assert set(arguments["metrics"]) == {FRACTURE, BODY_PART}
 
 
@@ -257,3 +273,16 @@ def test_an_interrupted_multitask_run_resumes_to_the_weights_of_an_uninterrupted
     for a, b in zip(expected.weights, resumed.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6, err_msg=a.path)
     assert [r["body_part_loss"] for r in parts.read_history()] == [r["body_part_loss"] for r in whole.read_history()]
+
+
+def test_body_part_accuracy_and_validation_loss_leave_unknown_parts_out():
+    parts = np.array([0, 1, -1, 2, 1])
+    logits = np.array([[3.0, 0, 0], [0, 0, 2], [9, 0, 0], [0, 0, 1], [0.5, 2, 0]], np.float32)
+    metric = KnownPartAccuracy()
+    metric.update_state(parts, logits)
+    assert float(metric.result()) == pytest.approx(3 / 4)
+    loss, accuracy = body_part_scores(parts, logits)
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)(parts, logits)
+    assert loss == pytest.approx(float(keras_loss), rel=1e-5)  # the training's body-part loss
+    assert accuracy == pytest.approx(3 / 4)
+    assert all(np.isnan(body_part_scores(np.array([-1, -1]), logits[:2])))
