@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from tf_fracture import metrics
+from tf_fracture.models.multitask import BODY_PART, FRACTURE, IGNORED_PART, MultiTaskClassifier
 from tf_fracture.train.run import write_json
 
 HISTORY_COLUMNS = ("epoch", "loss", "auroc", "val_loss", "val_auroc", "learning_rate")
@@ -32,6 +33,29 @@ def binary_cross_entropy(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))))
 
 
+def body_part_scores(parts: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """Mean sparse categorical cross-entropy of ``logits`` (N, P) and accuracy, over the known parts (not -1).
+
+    As the training's body-part loss (Keras' ``ignore_class=-1``: the mean over known parts). NaN
+    for both when no part is known.
+    """
+    parts = np.asarray(parts).reshape(-1).astype(np.int64)
+    z = np.asarray(logits, np.float64).reshape(parts.size, -1)
+    known = parts != IGNORED_PART
+    if not np.any(known):
+        return math.nan, math.nan
+    z, parts = z[known], parts[known]
+    top = z.max(axis=1, keepdims=True)
+    log_softmax = z - top - np.log(np.sum(np.exp(z - top), axis=1, keepdims=True))
+    loss = -log_softmax[np.arange(parts.size), parts]
+    return float(np.mean(loss)), float(np.mean(np.argmax(z, axis=1) == parts))
+
+
+def classifier_of(model: keras.Model) -> keras.Model:
+    """The single-logit model the run folder keeps: a multi-task model's ``.classifier`` (its layers, shared)."""
+    return model.classifier if isinstance(model, MultiTaskClassifier) else model
+
+
 class ValidationAUROC(keras.callbacks.Callback):
     """After each epoch, scores the validation split and puts ``val_loss`` and ``val_auroc`` into the logs.
 
@@ -39,14 +63,23 @@ class ValidationAUROC(keras.callbacks.Callback):
     weights) and the AUROC of ``sigmoid(logits)`` by `tf_fracture.metrics.roc_auc`, the same code the
     evaluation uses (not Keras' binned ``AUC`` approximation).
 
+    A multi-task model (dict outputs) is scored on its ``"fracture"`` logit the same way, so the
+    best model is chosen on the fracture AUROC alone; with ``body_parts`` the same pass also logs
+    ``val_body_part_loss`` and ``val_body_part_accuracy`` (over the images whose part is known).
+    ``val_loss`` stays the fracture loss.
+
     Args:
-        dataset: batches ``(images, labels)`` of the validation split, in a fixed order.
+        dataset: batches ``(images, labels)`` (or ``(images, {name: target})``) of the validation split,
+            in a fixed order.
         labels: the split's 0/1 labels in that order (both classes present).
-        scorer: ``model -> logits`` over ``dataset``; default ``model.predict(dataset)``. Tests inject
-            known scores here.
+        scorer: ``model -> logits`` (or a dict of logits by output) over ``dataset``; default
+            ``model.predict(dataset)``. Tests inject known scores here.
+        body_parts: the split's body parts in that order (-1 unknown), for a multi-task model.
     """
 
-    def __init__(self, dataset, labels: np.ndarray, scorer: Callable | None = None):
+    def __init__(
+        self, dataset, labels: np.ndarray, scorer: Callable | None = None, body_parts: np.ndarray | None = None
+    ):
         super().__init__()
         labels = np.asarray(labels).reshape(-1)
         if labels.size == 0 or len(np.unique(labels)) != 2:
@@ -57,24 +90,40 @@ class ValidationAUROC(keras.callbacks.Callback):
         self.dataset = dataset
         self.labels = labels
         self.scorer = scorer
+        self.body_parts = None if body_parts is None else np.asarray(body_parts).reshape(-1)
+        if self.body_parts is not None and self.body_parts.shape != labels.shape:
+            raise ValueError(f"Expected {labels.size} validation body parts, but got {self.body_parts.size}.")
+
+    def outputs(self):
+        """The model's validation outputs: fracture logits (N,), or a dict of them by output name."""
+        outputs = self.scorer(self.model) if self.scorer is not None else self.model.predict(self.dataset, verbose=0)
+        if isinstance(outputs, dict):
+            return {name: np.asarray(value, np.float64) for name, value in outputs.items()}
+        return np.asarray(outputs, np.float64).reshape(-1)
 
     def logits(self) -> np.ndarray:
-        if self.scorer is not None:
-            return np.asarray(self.scorer(self.model), np.float64).reshape(-1)
-        return np.asarray(self.model.predict(self.dataset, verbose=0), np.float64).reshape(-1)
+        outputs = self.outputs()
+        return outputs[FRACTURE].reshape(-1) if isinstance(outputs, dict) else outputs
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.logits()
+        outputs = self.outputs()
+        logits = outputs[FRACTURE].reshape(-1) if isinstance(outputs, dict) else outputs
         if logits.shape != self.labels.shape:
             raise ValueError(f"Expected {self.labels.size} validation logits, but got {logits.size}.")
         probabilities = 1.0 / (1.0 + np.exp(-logits))
         if logs is not None:
             logs["val_loss"] = binary_cross_entropy(self.labels, logits)
             logs["val_auroc"] = metrics.roc_auc(self.labels, probabilities) if np.all(np.isfinite(logits)) else math.nan
+            if self.body_parts is not None and isinstance(outputs, dict) and BODY_PART in outputs:
+                loss, accuracy = body_part_scores(self.body_parts, outputs[BODY_PART])
+                logs[f"val_{BODY_PART}_loss"], logs[f"val_{BODY_PART}_accuracy"] = loss, accuracy
 
 
 class BestModel(keras.callbacks.Callback):
     """Saves the model as ``path`` (``.keras``) whenever ``val_auroc`` beats the best so far.
+
+    A multi-task model is saved as its single-logit ``.classifier`` (`classifier_of`): the run
+    folder's ``model.keras`` always has one logit output, whatever heads trained beside it.
 
     The first epoch is always saved (so that a run whose validation AUROC is NaN still leaves a
     model); later epochs only when strictly better. ``best_epoch``/``best`` start from a resumed run's
@@ -104,7 +153,7 @@ class BestModel(keras.callbacks.Callback):
         if self.best_epoch is None or value > self.best:
             self.best_epoch, self.best = epoch, (value if math.isfinite(value) else -math.inf)
             scratch = self.path.with_name(f".{self.path.stem}.tmp.keras")
-            self.model.save(scratch)
+            classifier_of(self.model).save(scratch)
             os.replace(scratch, self.path)
 
 

@@ -21,9 +21,25 @@ import tensorflow as tf
 
 from tf_fracture.data.augment import AugmentConfig
 from tf_fracture.data.pipeline import evaluation_pipeline, training_pipeline
+from tf_fracture.models.multitask import BODY_PART, FRACTURE
 from tf_fracture.train import runtime
-from tf_fracture.train.callbacks import BestModel, HistoryCSV, ResumableBackup, Throughput, ValidationAUROC
-from tf_fracture.train.model_factory import build_model, build_optimizer, class_weights, current_learning_rates
+from tf_fracture.train.callbacks import (
+    BestModel,
+    HistoryCSV,
+    ResumableBackup,
+    Throughput,
+    ValidationAUROC,
+    classifier_of,
+)
+from tf_fracture.train.model_factory import (
+    build_model,
+    build_optimizer,
+    check_model_config,
+    class_weights,
+    compile_arguments,
+    current_learning_rates,
+    with_fracture_class_weights,
+)
 from tf_fracture.train.run import RunFolder, write_json
 
 # Preparation (preprocessing a split into its store) reports progress when it lasts longer than this.
@@ -49,6 +65,12 @@ def train(
     when the validation AUROC improved, and the ``backup/``; at the end ``final.weights.h5`` and
     ``summary.json`` (and the backup is removed). See `tf_fracture.train.run`.
 
+    With ``model.aux_body_part`` the model trains a body-part head beside the fracture logit (the
+    dataset's body parts as a second target, the loss ``fracture + aux_loss_weight x body part``);
+    the best epoch is still chosen on the validation AUROC of the fracture logit, and ``model.keras``
+    and ``final.weights.h5`` hold the single-logit classifier alone. Class weights then weigh the
+    fracture loss only (per-image sample weights: Keras' ``class_weight`` takes one output).
+
     A folder that holds a finished run is not trained again: its summary is returned (with
     ``"already_complete": True``). A folder that holds another configuration's run raises
     `ConfigMismatchError`.
@@ -73,6 +95,7 @@ def train(
         _say(f"{run.path} holds a finished run ({run.summary}): nothing to train. Use a new --run-dir to train again.")
         return {**run.read_summary(), "already_complete": True}
     data, settings = experiment.data, experiment.train
+    check_model_config(experiment)  # before any data is prepared
     # Before anything else uses TensorFlow (a multi-worker strategy must start first).
     strategy = runtime.strategy_for(settings)
     runtime.check_global_batch(data.batch_size, strategy)
@@ -89,7 +112,7 @@ def train(
     else:
         keras.utils.set_random_seed(settings.seed)
 
-    pipeline, validation, validation_labels = _data(experiment)
+    pipeline, validation, validation_labels, validation_parts = _data(experiment)
     weights = class_weights(pipeline.store.labels, settings.class_weights)
     initial_epoch = ResumableBackup.resume_epoch(run.backup)
     if initial_epoch >= settings.epochs:
@@ -99,21 +122,25 @@ def train(
         )
     if initial_epoch:
         _say(f"Resuming {run.path} from its backup: epoch {initial_epoch + 1} of {settings.epochs}.")
+    batches = pipeline.epochs(start_epoch=initial_epoch)
 
+    # Seeded again right before the weights are drawn: preparing a dataset (the first run on a
+    # machine, not a later one) draws random numbers, and the initial weights must not depend on it.
+    keras.utils.set_random_seed(settings.seed)
     with runtime.precision_scope(settings.mixed_precision), strategy.scope():
         model = build_model(experiment)
         optimizer = build_optimizer(settings, model, pipeline.steps_per_epoch)
         model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[keras.metrics.AUC(from_logits=True, name="auroc")],
-            jit_compile=settings.xla,
+            optimizer=optimizer, **compile_arguments(model, experiment.model.aux_loss_weight), jit_compile=settings.xla
         )
+    multitask = validation_parts is not None
+    if multitask and weights:
+        batches = with_fracture_class_weights(batches, weights)
     best = BestModel(run.model)
     throughput = Throughput(data.batch_size)
     own_callbacks = [
         runtime.SyncMovingStatistics(),  # replicas' BatchNorm statistics averaged before validation and saving
-        ValidationAUROC(validation, validation_labels, scorer=validation_scorer),
+        ValidationAUROC(validation, validation_labels, scorer=validation_scorer, body_parts=validation_parts),
         best,
         HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),
         *_tensorboard(run),
@@ -122,16 +149,16 @@ def train(
     ]
     with runtime.keras_multi_worker_fixes():
         model.fit(
-            pipeline.epochs(start_epoch=initial_epoch),
+            batches,
             epochs=settings.epochs,
             steps_per_epoch=pipeline.steps_per_epoch,
             initial_epoch=initial_epoch,
-            class_weight=weights,
+            class_weight=None if multitask else weights,
             shuffle=False,  # the pipeline's own order, a function of (seed, epoch)
             callbacks=[*own_callbacks, *callbacks],
             verbose=verbose,
         )
-    model.save_weights(run.final_weights)
+    classifier_of(model).save_weights(run.final_weights)  # the single-logit classifier, as model.keras
     history = run.read_history()
     summary = {
         "completed": True,
@@ -148,6 +175,7 @@ def train(
         "train_images": len(pipeline.store),
         "validation_images": int(validation_labels.size),
         "class_weights": {str(k): v for k, v in weights.items()} if weights else None,
+        "aux_body_part": multitask,
         "images_per_second": throughput.images_per_second,
         "seconds": time.perf_counter() - started,
         "model": str(run.model),
@@ -168,11 +196,23 @@ def _tensorboard(run: RunFolder) -> list:
 
 
 def _data(experiment):
-    """The training pipeline and the validation batches with their labels."""
-    from tf_fracture.data.sources import load_split, source_name
+    """The training pipeline, the validation batches, their labels and (multi-task) their body parts.
+
+    With ``model.aux_body_part`` both pipelines carry the body part (`split_metadata`, read in the
+    split's own order) as a second target, and the body parts come back beside the labels;
+    otherwise they are None.
+    """
+    from tf_fracture.data.sources import load_split, source_name, split_metadata
 
     data, settings = experiment.data, experiment.train
     preprocess = data.preprocess_config()
+
+    def targets(split_name):
+        if not experiment.model.aux_body_part:
+            return None
+        meta = split_metadata(data.dataset, load_split(data, split_name, decode_images=False))
+        return {BODY_PART: meta["body_parts"]}
+
     split = load_split(data, data.train_split)
     pipeline = training_pipeline(
         _with_progress(split, f"Preparing the {data.dataset} {data.train_split} images at {data.image_size} px"),
@@ -180,6 +220,7 @@ def _data(experiment):
         data.pipeline_config(settings.seed, deterministic=settings.deterministic),
         AugmentConfig() if data.augment else None,
         source=source_name(data, data.train_split),
+        targets=targets(data.train_split),
     )
     split = load_split(data, data.validation_split)
     validation = evaluation_pipeline(
@@ -188,9 +229,15 @@ def _data(experiment):
         data.batch_size,
         data.cache,
         source=source_name(data, data.validation_split),
+        targets=targets(data.validation_split),
     )
-    labels = np.concatenate([y for _, y in validation.as_numpy_iterator()]).astype(np.int64)
-    return pipeline, validation, labels
+    # Labels (and parts) read back from the batches themselves: the order the predictions come in.
+    batch_targets = [y for _, y in validation.as_numpy_iterator()]
+    if not experiment.model.aux_body_part:
+        return pipeline, validation, np.concatenate(batch_targets).astype(np.int64), None
+    labels = np.concatenate([y[FRACTURE] for y in batch_targets]).astype(np.int64)
+    parts = np.concatenate([y[BODY_PART] for y in batch_targets]).astype(np.int64)
+    return pipeline, validation, labels, parts
 
 
 class _Progress:

@@ -13,7 +13,16 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from tf_fracture.configs.datasets import get_dataset_spec
 from tf_fracture.models import FusionConfig, build_classifier, build_fusion, load_model
+from tf_fracture.models.multitask import (
+    BODY_PART,
+    FRACTURE,
+    IGNORED_PART,
+    MultiTaskClassifier,
+    multitask_loss,
+    with_body_part_head,
+)
 from tf_fracture.train.optimizers import TorchSGD, optimizer_for_groups
 from tf_fracture.train.run import model_file
 from tf_fracture.train.schedules import CosineAnnealingWarmRestarts
@@ -38,12 +47,13 @@ def build_model(experiment) -> keras.Model:
     The image size and preprocessing come from ``experiment.data`` (``image_size``,
     ``preprocess_config()``), so the model records how its inputs were made. ``model.init_from``
     (a run folder or ``.keras`` file) then copies that model's weights in, layer by layer.
+
+    With ``model.aux_body_part`` the classifier gets the auxiliary body-part head
+    (`tf_fracture.models.with_body_part_head`, one class per ``DatasetSpec.body_part_names``): a
+    `MultiTaskClassifier` whose ``.classifier`` (sharing its layers) is what the run folder saves.
     """
+    check_model_config(experiment)
     data, config = experiment.data, experiment.model
-    if config.aux_body_part:
-        # tf_fracture.models.multitask exists, but the pipeline targets, loss and validation of its two
-        # outputs are not wired into `train` yet: refuse rather than silently train one head.
-        raise ValueError("`model.aux_body_part=true` is not supported by train() yet; set it to false.")
     preprocessing = data.preprocess_config()
     if config.backbone == FUSION:
         if len(config.members) < 2:
@@ -73,7 +83,73 @@ def build_model(experiment) -> keras.Model:
     if config.init_from:
         copy_weights(load_model(model_file(config.init_from), compile=False), model)
     set_batchnorm_momentum(model, TRAINING_BATCHNORM_MOMENTUM)
+    if config.aux_body_part:
+        parts = get_dataset_spec(data.dataset).body_part_names
+        model = with_body_part_head(model, len(parts), part_names=parts)
     return model
+
+
+def check_model_config(experiment) -> None:
+    """Refuses model settings that `build_model` cannot honour, before any data is prepared."""
+    if experiment.model.aux_body_part and experiment.model.backbone == FUSION:
+        # The fusion model concatenates its members' feature maps: it has no single pooled "features"
+        # layer for the head, and its members were fine-tuned without one.
+        raise ValueError(
+            "`model.aux_body_part=true` needs a single backbone, but `model.backbone` is 'fusion': train the "
+            "members with the body-part head instead (their run folders hold the plain classifier), and the "
+            "ensemble with `--set model.aux_body_part=false`."
+        )
+
+
+def compile_arguments(model: keras.Model, aux_loss_weight: float) -> dict:
+    """``loss`` (+ ``loss_weights``) and ``metrics`` for ``compile``: the loss is always on logits.
+
+    A single-logit model: binary cross-entropy and the training AUROC (``"auroc"``). A
+    `MultiTaskClassifier`: `multitask_loss` (fracture + ``aux_loss_weight`` x body part), the AUROC
+    on the fracture logit (Keras logs it as ``"fracture_auroc"``) and the body-part accuracy over
+    images with a known part (``"body_part_accuracy"``).
+    """
+    auroc = keras.metrics.AUC(from_logits=True, name="auroc")
+    if not is_multitask(model):
+        return {"loss": keras.losses.BinaryCrossentropy(from_logits=True), "metrics": [auroc]}
+    return {
+        **multitask_loss(aux_loss_weight),
+        "metrics": {FRACTURE: [auroc], BODY_PART: [KnownPartAccuracy(name="accuracy")]},
+    }
+
+
+def is_multitask(model: keras.Model) -> bool:
+    """Whether ``model`` has the auxiliary body-part head (its outputs are a dict)."""
+    return isinstance(model, MultiTaskClassifier)
+
+
+@keras.saving.register_keras_serializable(package="tf_fracture")
+class KnownPartAccuracy(keras.metrics.Metric):
+    """Accuracy of body-part logits over the images whose part is known (target ``-1`` is left out).
+
+    Keras' ``SparseCategoricalAccuracy`` counts ``-1`` targets as errors (FracAtlas images without a
+    region), which would cap the accuracy below 1 for a perfect head.
+    """
+
+    def __init__(self, name="known_part_accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.correct = self.add_variable((), initializer="zeros", name="correct")
+        self.count = self.add_variable((), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        known = keras.ops.cast(keras.ops.not_equal(y_true, IGNORED_PART), self.dtype)
+        predicted = keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32")
+        hits = keras.ops.cast(keras.ops.equal(predicted, y_true), self.dtype) * known
+        self.correct.assign_add(keras.ops.sum(hits))
+        self.count.assign_add(keras.ops.sum(known))
+
+    def result(self):
+        return keras.ops.divide_no_nan(self.correct, self.count)
+
+    def reset_state(self):
+        self.correct.assign(0.0)
+        self.count.assign(0.0)
 
 
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
@@ -213,6 +289,27 @@ def current_learning_rates(optimizer: keras.optimizers.Optimizer) -> dict[str, f
 
 def _rate(optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def with_fracture_class_weights(dataset, weights: Mapping[int, float]):
+    """Multi-task batches ``(images, targets)`` -> ``(images, targets, sample_weights)``: the class weights
+    on the fracture loss alone (the body-part loss unweighted).
+
+    Keras' ``class_weight`` refuses models with more than one output; per-output sample weights
+    give the fracture loss exactly what ``class_weight`` gives a single-logit model
+    (``weights[label]`` per image, same reduction).
+    """
+    import tensorflow as tf
+
+    table = tf.constant([float(weights[0]), float(weights[1])], tf.float32)
+
+    def weigh(images, targets):
+        labels = tf.cast(targets[FRACTURE], tf.int32)
+        per_image = tf.gather(table, labels)
+        others = {name: tf.ones_like(per_image) for name in targets if name != FRACTURE}
+        return images, targets, {FRACTURE: per_image, **others}
+
+    return dataset.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def class_weights(labels, mode: str) -> dict[int, float] | None:
