@@ -24,7 +24,8 @@ Run (builds the TFDS dataset on first use, about a minute; then 1-2 minutes on a
 ``--data-dir DIR`` reads (or builds) the TFDS data elsewhere than TFDS' default ``~/tensorflow_datasets``.
 
 A CNN's scores join the same table with ``--scores NAME=FILE.csv`` (columns ``split, filename,
-score``; both the validation and the test split; repeatable), or from Python:
+score``; both the validation and the test split; repeatable) or ``--scores NAME=RUN`` (a run folder
+evaluated on both splits), or from Python:
 ``study_rows(name, split_data["validation"], val_scores, split_data["test"], test_scores)`` then
 ``markdown_table(rows)``.
 
@@ -346,11 +347,29 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def read_scores(path: str, splits: Mapping[str, SplitData]) -> dict[str, np.ndarray]:
-    """A CSV of ``split, filename, score`` rows as scores aligned with each split's order."""
+    """A model's scores aligned with each split's order, from a CSV or from an evaluated run folder.
+
+    ``path`` is either a CSV of ``split, filename, score`` rows, or a run folder that
+    ``python -m tf_fracture.evaluate RUN --dataset fracatlas --split S`` has scored on the validation
+    and the test split (its ``evaluation/fracatlas-<split>/predictions.csv``: ``filename, label,
+    probability``).
+    """
     by_split: dict[str, dict[str, float]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            by_split.setdefault(row["split"], {})[row["filename"]] = float(row["score"])
+    if os.path.isdir(path):
+        for split in ("validation", "test"):
+            csv_path = os.path.join(path, "evaluation", f"fracatlas-{split}", "predictions.csv")
+            if not os.path.isfile(csv_path):
+                raise ValueError(
+                    f"{path}: no {csv_path}; score the run on that split first: python -m tf_fracture.evaluate "
+                    f"{path} --dataset fracatlas --split {split}"
+                    + (" --allow-same-split" if split == "validation" else "")
+                )
+            with open(csv_path, newline="") as f:
+                by_split[split] = {row["filename"]: float(row["probability"]) for row in csv.DictReader(f)}
+    else:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                by_split.setdefault(row["split"], {})[row["filename"]] = float(row["score"])
     out = {}
     for split in ("validation", "test"):
         given = by_split.get(split, {})
@@ -447,8 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scores",
         action="append",
         default=[],
-        metavar="NAME=CSV",
-        help="another model's probabilities (CSV: split,filename,score for validation and test) as a row",
+        metavar="NAME=CSV|RUN",
+        help="another model's probabilities as a row: a CSV (split,filename,score for validation and test) "
+        "or a run folder evaluated on both splits",
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON here")
     from tf_fracture import cli

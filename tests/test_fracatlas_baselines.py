@@ -191,6 +191,21 @@ def test_read_scores_aligns_by_filename_and_names_what_is_missing(tmp_path):
         fb.read_scores(str(path), {"validation": val, "test": test})
 
 
+def test_read_scores_takes_an_evaluated_run_folder(tmp_path):
+    val, test = _split([0, 1], [0, 0]), _split([1, 0, 1], [0, 1, 1])
+    for split, data in (("validation", val), ("test", test)):
+        folder = tmp_path / "run" / "evaluation" / f"fracatlas-{split}"
+        folder.mkdir(parents=True)
+        rows = [f"{f},{y},{0.25 * i}\n" for i, (f, y) in enumerate(zip(data.filenames, data.labels, strict=True))][::-1]
+        (folder / "predictions.csv").write_text("filename,label,probability\n" + "".join(rows))
+    scores = fb.read_scores(str(tmp_path / "run"), {"validation": val, "test": test})
+    np.testing.assert_allclose(scores["test"], [0.0, 0.25, 0.5])
+    np.testing.assert_allclose(scores["validation"], [0.0, 0.25])
+    (tmp_path / "run" / "evaluation" / "fracatlas-validation" / "predictions.csv").unlink()
+    with pytest.raises(ValueError, match=r"--split validation --allow-same-split"):
+        fb.read_scores(str(tmp_path / "run"), {"validation": val, "test": test})
+
+
 def test_run_on_tiny_splits_finds_a_planted_metadata_shortcut(rng):
     splits = {}
     for name, n in (("train", 80), ("validation", 40), ("test", 40)):
