@@ -165,6 +165,9 @@ def test_report_folder_holds_every_file_and_readable_figures(tmp_path, rng):
     report = (out / "report.md").read_text()
     for text in ("## Per image", "## Per study", "### Per body part", "XR_WRIST", "CBAM on", "![ROC curve](roc.png)"):
         assert text in report
+    # One fractured hand study and one intact: its AUROC is flagged, not read as a finding.
+    hand = [line for line in report.splitlines() if line.startswith("| XR_HAND | 2 |")]
+    assert hand and all("too few to read: 1 of one class" in line for line in hand)
     rows = (out / "predictions.csv").read_text().splitlines()
     assert rows[0] == "study,body_part,label,probability" and len(rows) == 1 + len(test)
     assert rows[1] == "s/2,XR_WRIST,1,0.800000"

@@ -231,6 +231,11 @@ def _level_section(level: LevelEvaluation, name_level: bool) -> list[str]:
     return lines
 
 
+# A body part with fewer images of either class than this gets its figures flagged as unreadable: with
+# one fractured image an AUROC is 0 or 1 and its bootstrap interval collapses onto that value.
+FEW_PER_CLASS = 5
+
+
 def _body_part_table(level: LevelEvaluation) -> list[str]:
     lines = [
         f"### Per body part ({level.level} level, same thresholds)",
@@ -243,8 +248,12 @@ def _body_part_table(level: LevelEvaluation) -> list[str]:
             lines.append(f"| {name} | {sub.n} | {sub.n_positive} | one class only: not scored | | | |")
             continue
         at = sub.result.at_thresholds["youden"].metrics
+        auroc = fmt(sub.result.ranking["auroc"])
+        fewest = min(sub.n_positive, sub.n - sub.n_positive)
+        if fewest < FEW_PER_CLASS:
+            auroc = f"{auroc} (too few to read: {fewest} of one class)"
         lines.append(
-            f"| {name} | {sub.n} | {sub.n_positive} | {fmt(sub.result.ranking['auroc'])} | {fmt(at['recall'])} "
+            f"| {name} | {sub.n} | {sub.n_positive} | {auroc} | {fmt(at['recall'])} "
             f"| {fmt(at['specificity'])} | {fmt(at['f1'])} |"
         )
     lines.append("")
