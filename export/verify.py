@@ -9,7 +9,8 @@ probabilities would differ from Keras' and the report would fail (the test suite
 
 Per variant (``verification_<q>.json``, and one ``report.md`` table for all): AUROC and its drop from
 Keras, accuracy at the operating threshold, largest and mean |p_tflite - p_keras|, file size, median
-latency per image at batch 1 with 1, 2 and 4 threads, and the number of XNNPACK delegate partitions.
+latency per image at batch 1 with 1, 2 and 4 threads, the number of XNNPACK delegate partitions, the ops left
+off the delegate and whether LiteRT runs the model whole on XNNPACK (``CompiledModel.is_fully_accelerated``).
 A variant fails when its AUROC falls more than ``auroc_tolerance`` below Keras' or its largest
 probability difference exceeds `PROBABILITY_TOLERANCES` (`require_passed` raises `VerificationError`).
 """
@@ -191,6 +192,8 @@ def verify_variant(
         "diff_tolerance": diff_tolerance,
         "latency_ms": {str(n): float(litert.latency_ms(model_path, n, runs=latency_runs)) for n in threads},
         "delegate_partitions": int(litert.delegate_partitions(model_path)),
+        "undelegated_ops": dict(litert.undelegated_ops(model_path)),
+        "fully_accelerated": bool(litert.is_fully_accelerated(model_path)),
     }
     failures = []
     if report["auroc_drop"] > auroc_tolerance:
@@ -243,6 +246,7 @@ def markdown_table(reports: Sequence[Mapping[str, Any]]) -> str:
         "mean \\|Δp\\|",
         *[f"ms/img {n} thr" for n in threads],
         "partitions",
+        "whole on XNNPACK",
         "verdict",
     ]
     rows = [header, ["---"] * len(header)]
@@ -257,6 +261,7 @@ def markdown_table(reports: Sequence[Mapping[str, Any]]) -> str:
                 f"{r['mean_abs_diff']:.2e}",
                 *[f"{r['latency_ms'][n]:.2f}" for n in threads],
                 str(r["delegate_partitions"]),
+                "yes" if r["fully_accelerated"] else "no",
                 "pass" if r["passed"] else "FAIL",
             ]
         )

@@ -144,8 +144,9 @@ def test_each_variant_matches_keras_within_its_tolerance(run, exported, quantiza
     assert difference.max() <= PROBABILITY_TOLERANCES[quantization]
     # The export's own verification measured the same thing on the same images.
     saved = json.loads((folder / f"verification_{quantization}.json").read_text())
-    assert saved["max_abs_diff"] == pytest.approx(difference.max(), abs=1e-6)
-    assert saved["mean_abs_diff"] == pytest.approx(difference.mean(), abs=1e-6)
+    # abs=1e-6: Keras' own float32 noise between model(x) here and predict_on_batch in the verification.
+    assert saved["max_abs_diff"] == pytest.approx(difference.max(), rel=1e-3, abs=1e-6)
+    assert saved["mean_abs_diff"] == pytest.approx(difference.mean(), rel=1e-3, abs=1e-6)
     assert saved["auroc"] == pytest.approx(metrics.roc_auc(labels, got), abs=1e-9)
     assert saved["keras_auroc"] == pytest.approx(metrics.roc_auc(labels, expected), abs=1e-9)
     accuracy = metrics.threshold_metrics(labels, got, THRESHOLDS["youden"])["accuracy"]
@@ -153,6 +154,8 @@ def test_each_variant_matches_keras_within_its_tolerance(run, exported, quantiza
     assert saved["size_bytes"] == (folder / f"model_{quantization}.tflite").stat().st_size
     assert set(saved["latency_ms"]) == {"1", "2", "4"} and all(v > 0 for v in saved["latency_ms"].values())
     assert saved["delegate_partitions"] == litert.delegate_partitions(folder / f"model_{quantization}.tflite") >= 1
+    assert saved["fully_accelerated"] == litert.is_fully_accelerated(folder / f"model_{quantization}.tflite")
+    assert saved["fully_accelerated"] == (saved["delegate_partitions"] == 1 and not saved["undelegated_ops"])
     assert saved["images"] == len(labels) and saved["passed"] and saved["failures"] == []
 
 
@@ -173,8 +176,12 @@ def test_float32_is_the_keras_model_to_1e4_and_the_graph_takes_batch_1_and_gives
 def test_quantised_variants_hold_quantised_weights_and_int8_has_int8_io(exported):
     folder = exported[3]
     size = {q: (folder / f"model_{q}.tflite").stat().st_size for q in QUANTIZATIONS}
-    assert size["float16"] < 0.6 * size["float32"]
+    assert 0.45 * size["float32"] < size["float16"] < 0.6 * size["float32"]  # 2 bytes a weight, not 1
     assert size["dynamic"] < 0.4 * size["float32"] and size["int8"] < 0.4 * size["float32"]
+    weights = {q: _tensor_dtypes(folder / f"model_{q}.tflite") for q in QUANTIZATIONS}
+    assert np.float16 in weights["float16"] and np.int8 not in weights["float16"]
+    assert np.int8 in weights["dynamic"] and np.float16 not in weights["dynamic"]
+    assert np.float16 not in weights["float32"] and np.int8 not in weights["float32"]
     interpreter = litert.load_interpreter(folder / "model_int8.tflite")
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert inp["dtype"] == np.int8 and out["dtype"] == np.int8  # int8, not uint8
@@ -183,6 +190,12 @@ def test_quantised_variants_hold_quantised_weights_and_int8_has_int8_io(exported
     for q in ("float16", "dynamic"):
         (inp,) = litert.load_interpreter(folder / f"model_{q}.tflite").get_input_details()
         assert inp["dtype"] == np.float32
+
+
+def _tensor_dtypes(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return {detail["dtype"] for detail in Interpreter(model_path=str(path)).get_tensor_details()}
 
 
 def test_representative_images_are_a_seeded_sample_of_the_preprocessed_training_split(run):
