@@ -1,0 +1,209 @@
+"""Edge: is the int8 model really faster? The method's MobileNetV3-Large+CBAM against the edge variant.
+
+Converts the method's MobileNetV3-Large + CBAM (grey stem, 768-d features) and the edge
+variant ``large_minimal`` (Keras' minimalistic MobileNetV3-Large: ReLU, no SE, 3x3; + CBAM) to
+TFLite as float32 and as full-integer int8 (int8 input and output, calibrated on random
+0..255 images: latency and delegation do not depend on the weights' values), then counts
+the XNNPACK delegate partitions, asks LiteRT whether the model is fully accelerated, and
+times one image at 1, 2 and 4 threads. Prints a Markdown table.
+
+XNNPACK has no int8 hard-swish, so the method's int8 model splits into one partition per
+run of supported ops, with TFLite's reference kernels between them; the minimalistic
+network has no hard-swish and runs as one partition.
+
+Run:
+    python benchmarks/edge_benchmark.py                 # 224 px, 1/2/4 threads, 50 runs
+    python benchmarks/edge_benchmark.py --quick         # smoke mode: 64 px, MobileNetV3-Small, 1 thread
+
+The models are built with random weights (``weights=None``); latency needs no training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+
+from tf_fracture.models import build_classifier
+
+QUANTIZATIONS = ("float32", "int8")
+# label -> (family, variant): the method's network and its edge variant.
+CANDIDATES = {"method": ("mobilenetv3", "large"), "edge": ("mobilenetv3", "large_minimal")}
+QUICK_CANDIDATES = {"method": ("mobilenetv3", "small"), "edge": ("mobilenetv3", "small_minimal")}
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str  # e.g. "method: mobilenetv3 large + CBAM"
+    quantization: str
+    size_mb: float
+    partitions: int
+    fully_accelerated: bool | None
+    latency_ms: dict[int, float]  # threads -> median ms per image
+
+
+def probability_model(classifier: keras.Model, size: int) -> keras.Model:
+    """The exported model's I/O: one greyscale image of 0..255 at ``size`` px -> the fracture probability."""
+    image = keras.Input((size, size, classifier.input_shape[-1]), batch_size=1, name="image")
+    probability = keras.layers.Activation("sigmoid", name="probability")(classifier(image))
+    return keras.Model(image, probability, name=f"{classifier.name}_probability")
+
+
+def calibration_images(shape: Sequence[int], count: int, seed: int = 0) -> np.ndarray:
+    """Random 0..255 images (float32), ``count`` of ``shape`` (without the batch axis)."""
+    return np.random.default_rng(seed).integers(0, 256, (count, *shape)).astype(np.float32)
+
+
+def to_tflite(model: keras.Model, quantization: str, calibration: np.ndarray | None = None) -> bytes:
+    """``model`` as a TFLite flatbuffer: ``"float32"``, or ``"int8"`` (full integer, int8 input and output)."""
+    import tensorflow as tf  # only the conversion needs TensorFlow
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"Expected `quantization` to be one of {QUANTIZATIONS}, but got {quantization!r}.")
+    # The inference graph with its variables frozen to constants: the same ops as
+    # `from_keras_model` (which exports a SavedModel first), converted about 6x faster.
+    spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+    if quantization == "int8":
+        if calibration is None or not len(calibration):
+            raise ValueError("int8 conversion needs calibration images (N, H, W, C) of 0..255.")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # int8, not uint8: uint8 I/O adds QUANTIZE ops at the ends that stay off the delegate.
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _interpreter(model_path, num_threads: int | None = None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    # The default op resolver applies the XNNPACK delegate, as LiteRT does on a device's CPU.
+    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def delegate_partitions(model_path) -> int:
+    """The number of XNNPACK delegate partitions: the interpreter's DELEGATE nodes after delegation.
+
+    Each partition is one run of consecutive supported ops; ops between partitions run on
+    TFLite's own kernels, and every boundary costs a hand-over.
+    """
+    return sum(op["op_name"] == "DELEGATE" for op in _interpreter(model_path)._get_ops_details())
+
+
+def is_fully_accelerated(model_path) -> bool | None:
+    """LiteRT's own check (``CompiledModel.is_fully_accelerated()``, CPU accelerator); None where unavailable."""
+    try:
+        from ai_edge_litert.compiled_model import CompiledModel
+    except ImportError:
+        return None
+    return CompiledModel.from_file(str(model_path)).is_fully_accelerated()
+
+
+def _input_for(details: dict, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(details["dtype"])
+    low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.kind in "iu" else (0, 255)
+    return rng.integers(low, int(high) + 1, details["shape"]).astype(dtype)
+
+
+def latency_ms(model_path, num_threads: int, runs: int = 50, warmup: int = 5) -> float:
+    """Median milliseconds of one invocation at batch 1 with ``num_threads`` threads."""
+    interpreter = _interpreter(model_path, num_threads)
+    details = interpreter.get_input_details()[0]
+    interpreter.set_tensor(details["index"], _input_for(details))
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def measure(
+    candidates: dict[str, tuple[str, str]],
+    size: int,
+    threads: Iterable[int],
+    runs: int,
+    calibration_count: int,
+    directory: pathlib.Path,
+    quantizations: Sequence[str] = QUANTIZATIONS,
+) -> list[Row]:
+    threads = tuple(threads)
+    rows = []
+    for label, (family, variant) in candidates.items():
+        keras.utils.set_random_seed(0)
+        classifier = build_classifier(family, variant, weights=None, input_size=size)
+        model = probability_model(classifier, size)
+        calibration = calibration_images(model.input_shape[1:], calibration_count)
+        for quantization in quantizations:
+            path = directory / f"{family}_{variant}_{size}_{quantization}.tflite"
+            path.write_bytes(to_tflite(model, quantization, calibration))
+            rows.append(
+                Row(
+                    model=f"{label}: {family} {variant} + CBAM",
+                    quantization=quantization,
+                    size_mb=path.stat().st_size / 2**20,
+                    partitions=delegate_partitions(path),
+                    fully_accelerated=is_fully_accelerated(path),
+                    latency_ms={n: latency_ms(path, n, runs=runs) for n in threads},
+                )
+            )
+    return rows
+
+
+def markdown(rows: Sequence[Row], size: int) -> str:
+    threads = sorted({n for row in rows for n in row.latency_ms})
+    header = ["model", "TFLite", "size (MB)", "XNNPACK partitions", "fully accelerated"]
+    header += [f"ms/image @{n} thread{'s' if n > 1 else ''}" for n in threads]
+    lines = [f"Input {size}x{size}x1, batch 1, median of the runs.", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join(["---", "---", "---:", "---:", "---", *["---:"] * len(threads)]) + "|")
+    for row in rows:
+        accelerated = {True: "yes", False: "no", None: "n/a"}[row.fully_accelerated]
+        cells = [row.model, row.quantization, f"{row.size_mb:.2f}", str(row.partitions), accelerated]
+        cells += [f"{row.latency_ms[n]:.2f}" for n in threads]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224, help="input size in pixels")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="thread counts to time")
+    parser.add_argument("--runs", type=int, default=50, help="timed invocations per model and thread count")
+    parser.add_argument("--calibration-images", type=int, default=32, help="random images calibrating int8")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="keep the .tflite files here")
+    parser.add_argument("--quick", action="store_true", help="smoke mode: 64 px MobileNetV3-Small pair, 1 thread")
+    args = parser.parse_args(argv)
+    candidates = CANDIDATES
+    if args.quick:
+        candidates, args.size, args.threads, args.runs, args.calibration_images = QUICK_CANDIDATES, 64, [1], 3, 4
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = args.out or pathlib.Path(scratch)
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = measure(candidates, args.size, args.threads, args.runs, args.calibration_images, directory)
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible")
+    print(markdown(rows, args.size))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
