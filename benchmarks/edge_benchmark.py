@@ -72,14 +72,14 @@ def to_tflite(model: keras.Model, quantization: str, calibration: np.ndarray | N
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"Expected `quantization` to be one of {QUANTIZATIONS}, but got {quantization!r}.")
+    if quantization == "int8" and (calibration is None or not len(calibration)):
+        raise ValueError("int8 conversion needs calibration images (N, H, W, C) of 0..255.")
     # The inference graph with its variables frozen to constants: the same ops as
     # `from_keras_model` (which exports a SavedModel first), converted about 6x faster.
     spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
     function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
     if quantization == "int8":
-        if calibration is None or not len(calibration):
-            raise ValueError("int8 conversion needs calibration images (N, H, W, C) of 0..255.")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None]] for image in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
