@@ -4,7 +4,8 @@ Converts the method's MobileNetV3-Large + CBAM (grey stem, 768-d features) and t
 variant ``large_minimal`` (Keras' minimalistic MobileNetV3-Large: ReLU, no SE, 3x3; + CBAM) to
 TFLite as float32 and as full-integer int8 (int8 input and output, calibrated on random
 0..255 images: latency and delegation do not depend on the weights' values), then counts
-the XNNPACK delegate partitions, asks LiteRT whether the model is fully accelerated, and
+the XNNPACK delegate partitions and the ops left off them (`tf_fracture_export.litert`), asks LiteRT
+whether the model is fully accelerated, and
 times one image at 1, 2 and 4 threads. Prints a Markdown table.
 
 XNNPACK has no int8 hard-swish, so the method's int8 model splits into one partition per
@@ -15,7 +16,7 @@ uses; on an x86 host with AVX2 only (no VNNI), XNNPACK's float32 kernels are as 
 The table prints the host's CPU so that numbers are compared on the same kind of machine.
 
 Run:
-    python benchmarks/edge_benchmark.py                 # 224 px, 1/2/4 threads, 50 runs
+    python benchmarks/edge_benchmark.py                 # 224 px, 1/2/4 threads, 3 rounds of 50 runs
     python benchmarks/edge_benchmark.py --quick         # smoke mode: 64 px, MobileNetV3-Small, 1 thread
 
 The models are built with random weights (``weights=None``); latency needs no training.
@@ -29,7 +30,6 @@ import pathlib
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
+from tf_fracture_export import litert
 
 from tf_fracture.models import build_classifier
 
@@ -52,7 +53,8 @@ class Row:
     quantization: str
     size_mb: float
     partitions: int
-    fully_accelerated: bool | None
+    fully_accelerated: bool
+    undelegated: dict[str, int]  # op -> count left to LiteRT's reference kernels
     latency_ms: dict[int, float]  # threads -> median ms per image
 
 
@@ -92,55 +94,6 @@ def to_tflite(model: keras.Model, quantization: str, calibration: np.ndarray | N
     return converter.convert()
 
 
-def _interpreter(model_path, num_threads: int | None = None):
-    from ai_edge_litert.interpreter import Interpreter
-
-    # The default op resolver applies the XNNPACK delegate, as LiteRT does on a device's CPU.
-    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def delegate_partitions(model_path) -> int:
-    """The number of XNNPACK delegate partitions: the interpreter's DELEGATE nodes after delegation.
-
-    Each partition is one run of consecutive supported ops; ops between partitions run on
-    TFLite's own kernels, and every boundary costs a hand-over.
-    """
-    return sum(op["op_name"] == "DELEGATE" for op in _interpreter(model_path)._get_ops_details())
-
-
-def is_fully_accelerated(model_path) -> bool | None:
-    """LiteRT's own check (``CompiledModel.is_fully_accelerated()``, CPU accelerator); None where unavailable."""
-    try:
-        from ai_edge_litert.compiled_model import CompiledModel
-    except ImportError:
-        return None
-    return CompiledModel.from_file(str(model_path)).is_fully_accelerated()
-
-
-def _input_for(details: dict, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(details["dtype"])
-    low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.kind in "iu" else (0, 255)
-    return rng.integers(low, int(high) + 1, details["shape"]).astype(dtype)
-
-
-def latency_ms(model_path, num_threads: int, runs: int = 50, warmup: int = 5) -> float:
-    """Median milliseconds of one invocation at batch 1 with ``num_threads`` threads."""
-    interpreter = _interpreter(model_path, num_threads)
-    details = interpreter.get_input_details()[0]
-    interpreter.set_tensor(details["index"], _input_for(details))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def measure(
     candidates: dict[str, tuple[str, str]],
     size: int,
@@ -149,9 +102,13 @@ def measure(
     calibration_count: int,
     directory: pathlib.Path,
     quantizations: Sequence[str] = QUANTIZATIONS,
+    repeats: int = 3,
 ) -> list[Row]:
+    """Converts every candidate, then times them interleaved: ``repeats`` rounds over all models and
+    thread counts, ``runs`` invocations each, reporting the median of the rounds' medians (a shared
+    machine's load then weighs on every model alike instead of on whichever ran during a burst)."""
     threads = tuple(threads)
-    rows = []
+    converted = []
     for label, (family, variant) in candidates.items():
         keras.utils.set_random_seed(0)
         classifier = build_classifier(family, variant, weights=None, input_size=size)
@@ -160,28 +117,36 @@ def measure(
         for quantization in quantizations:
             path = directory / f"{family}_{variant}_{size}_{quantization}.tflite"
             path.write_bytes(to_tflite(model, quantization, calibration))
-            rows.append(
-                Row(
-                    model=f"{label}: {family} {variant} + CBAM",
-                    quantization=quantization,
-                    size_mb=path.stat().st_size / 2**20,
-                    partitions=delegate_partitions(path),
-                    fully_accelerated=is_fully_accelerated(path),
-                    latency_ms={n: latency_ms(path, n, runs=runs) for n in threads},
-                )
-            )
-    return rows
+            converted.append((f"{label}: {family} {variant} + CBAM", quantization, path))
+    times = {(path, n): [] for _, _, path in converted for n in threads}
+    for _ in range(repeats):
+        for (path, n), medians in times.items():
+            medians.append(litert.latency_ms(path, n, runs=runs))
+    return [
+        Row(
+            model=name,
+            quantization=quantization,
+            size_mb=path.stat().st_size / 2**20,
+            partitions=litert.delegate_partitions(path),
+            fully_accelerated=litert.is_fully_accelerated(path),
+            undelegated=litert.undelegated_ops(path),
+            latency_ms={n: statistics.median(times[path, n]) for n in threads},
+        )
+        for name, quantization, path in converted
+    ]
 
 
 def markdown(rows: Sequence[Row], size: int) -> str:
     threads = sorted({n for row in rows for n in row.latency_ms})
-    header = ["model", "TFLite", "size (MB)", "XNNPACK partitions", "fully accelerated"]
+    header = ["model", "TFLite", "size (MB)", "XNNPACK partitions", "fully accelerated", "ops off XNNPACK"]
     header += [f"ms/image @{n} thread{'s' if n > 1 else ''}" for n in threads]
-    lines = [f"Input {size}x{size}x1, batch 1, median of the runs.", "", "| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join(["---", "---", "---:", "---:", "---", *["---:"] * len(threads)]) + "|")
+    title = f"Input {size}x{size}x1, batch 1, ms: median over interleaved rounds of each round's median."
+    lines = [title, "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join(["---", "---", "---:", "---:", "---", "---", *["---:"] * len(threads)]) + "|")
     for row in rows:
-        accelerated = {True: "yes", False: "no", None: "n/a"}[row.fully_accelerated]
-        cells = [row.model, row.quantization, f"{row.size_mb:.2f}", str(row.partitions), accelerated]
+        accelerated = "yes" if row.fully_accelerated else "no"
+        undelegated = ", ".join(f"{op} x{count}" for op, count in row.undelegated.items()) or "none"
+        cells = [row.model, row.quantization, f"{row.size_mb:.2f}", str(row.partitions), accelerated, undelegated]
         cells += [f"{row.latency_ms[n]:.2f}" for n in threads]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -205,18 +170,22 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224, help="input size in pixels")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="thread counts to time")
-    parser.add_argument("--runs", type=int, default=50, help="timed invocations per model and thread count")
+    parser.add_argument("--runs", type=int, default=50, help="timed invocations per model, thread count and round")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds over all models")
     parser.add_argument("--calibration-images", type=int, default=32, help="random images calibrating int8")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="keep the .tflite files here")
     parser.add_argument("--quick", action="store_true", help="smoke mode: 64 px MobileNetV3-Small pair, 1 thread")
     args = parser.parse_args(argv)
     candidates = CANDIDATES
     if args.quick:
-        candidates, args.size, args.threads, args.runs, args.calibration_images = QUICK_CANDIDATES, 64, [1], 3, 4
+        candidates, args.size, args.threads, args.runs, args.repeats = QUICK_CANDIDATES, 64, [1], 3, 1
+        args.calibration_images = 4
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.out or pathlib.Path(scratch)
         directory.mkdir(parents=True, exist_ok=True)
-        rows = measure(candidates, args.size, args.threads, args.runs, args.calibration_images, directory)
+        rows = measure(
+            candidates, args.size, args.threads, args.runs, args.calibration_images, directory, repeats=args.repeats
+        )
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores visible")
     print(markdown(rows, args.size))
     return rows

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from harness import assert_close_relative, randomise_network_weights, run_model_saving_test
 from helpers import images
+from tf_fracture_export import litert
 
 from tf_fracture.backbones import available_variants, build_backbone
 from tf_fracture.backbones.mobilenetv3 import EDGE_VARIANTS
@@ -162,13 +163,15 @@ def test_int8_edge_model_with_cbam_runs_as_one_xnnpack_partition(bench, variant,
     ops, floats = _ops_and_float_tensors(path)
     assert CBAM_OPS <= ops and "HARD_SWISH" not in ops  # CBAM's gates are in the graph...
     assert not floats  # ...quantised to int8 like everything else...
-    assert bench.delegate_partitions(path) == 1  # ...and delegated with the rest, as one partition
-    assert bench.is_fully_accelerated(path) is True
+    assert litert.delegate_partitions(path) == 1  # ...and delegated with the rest, as one partition
+    assert litert.undelegated_ops(path) == {}
+    assert litert.is_fully_accelerated(path) is True
 
 
 def test_int8_method_model_splits_into_many_partitions(bench, tmp_path):
     """Why the edge variant exists: XNNPACK runs int8 HARD_SWISH on no path."""
     path = _int8_tflite(bench, "small", tmp_path)
     assert "HARD_SWISH" in _ops_and_float_tensors(path)[0]
-    assert bench.delegate_partitions(path) > 10
-    assert bench.is_fully_accelerated(path) is False
+    assert litert.delegate_partitions(path) > 10
+    assert set(litert.undelegated_ops(path)) == {"HARD_SWISH"}
+    assert litert.is_fully_accelerated(path) is False
