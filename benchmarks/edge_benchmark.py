@@ -37,9 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
-from tf_fracture_export import litert
 
 from tf_fracture.models import build_classifier
+from tf_fracture_export import litert
 
 QUANTIZATIONS = ("float32", "int8")
 # label -> (family, variant): the method's network and its edge variant.

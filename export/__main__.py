@@ -15,11 +15,10 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from tf_fracture import cli
 from tf_fracture_export.convert import DEFAULT_CALIBRATION_IMAGES
 from tf_fracture_export.metadata import QUANTIZATIONS
 from tf_fracture_export.verify import DEFAULT_AUROC_TOLERANCE, DEFAULT_LATENCY_RUNS, PROBABILITY_TOLERANCES
-
-from tf_fracture import cli
 
 ALL = "all"
 
@@ -96,10 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.auroc_tolerance <= 1.0:
         parser.error(f"--auroc-tolerance must be in [0, 1], got {args.auroc_tolerance}")
 
+    import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
     from tf_fracture_export.exporter import EXPORT_DIR, export_run
     from tf_fracture_export.verify import REPORT_FILE, VerificationError, markdown_table
-
-    import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
 
     out = args.out or f"{args.run.rstrip('/')}/{EXPORT_DIR}"
     command = shlex.join(["tf-fracture-export", *(sys.argv[1:] if argv is None else argv)])

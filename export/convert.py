@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from tf_fracture_export.metadata import QUANTIZATIONS
 
 if TYPE_CHECKING:

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tf_fracture_export import litert
-from tf_fracture_export.metadata import ModelMetadata, read_metadata
 
 from tf_fracture.data.io import read_each, read_image
 from tf_fracture.data.preprocess import preprocess
+from tf_fracture_export import litert
+from tf_fracture_export.metadata import ModelMetadata, read_metadata
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,10 +25,10 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from tf_fracture_export.metadata import ModelMetadata
 
 from tf_fracture import metrics
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
+from tf_fracture_export.metadata import ModelMetadata
 
 # Largest |p_tflite - p_keras| allowed on the verification split, per variant.
 PROBABILITY_TOLERANCES = MappingProxyType(

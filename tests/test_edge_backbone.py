@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from harness import assert_close_relative, randomise_network_weights, run_model_saving_test
 from helpers import images
-from tf_fracture_export import litert
 
 from tf_fracture.backbones import available_variants, build_backbone
 from tf_fracture.backbones.mobilenetv3 import EDGE_VARIANTS
@@ -24,6 +23,7 @@ from tf_fracture.configs import ExperimentConfig, apply_overrides
 from tf_fracture.layers import CBAM
 from tf_fracture.models import build_classifier
 from tf_fracture.train.model_factory import build_model
+from tf_fracture_export import litert
 
 SIZE = 64
 MINIMALISTIC = {

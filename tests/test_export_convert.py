@@ -22,6 +22,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
+import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
+from tf_fracture import metrics
+from tf_fracture.configs import get_experiment
+from tf_fracture.data.preprocess import PreprocessConfig, preprocess
+from tf_fracture.data.sources import load_split
+from tf_fracture.evaluate import model_preprocessing, sigmoid
+from tf_fracture.models import build_classifier, load_model
+from tf_fracture.train.loop import train
 from tf_fracture_export import litert, verify
 from tf_fracture_export.__main__ import main
 from tf_fracture_export.convert import check_exportable, convert, representative_images
@@ -35,15 +44,6 @@ from tf_fracture_export.verify import (
     require_passed,
     verify_variant,
 )
-
-import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
-from tf_fracture import metrics
-from tf_fracture.configs import get_experiment
-from tf_fracture.data.preprocess import PreprocessConfig, preprocess
-from tf_fracture.data.sources import load_split
-from tf_fracture.evaluate import model_preprocessing, sigmoid
-from tf_fracture.models import build_classifier, load_model
-from tf_fracture.train.loop import train
 
 SIZE = 32
 THRESHOLDS = {"fixed": 0.5, "youden": 0.52, "target_sensitivity": 0.47}

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 from export_helpers import to_tflite
+
 from tf_fracture_export import litert
 
 SIZE = 8

@@ -14,13 +14,13 @@ from export_helpers import to_tflite
 from harness import randomise_network_weights
 from pydicom.data import get_testdata_file
 from test_tf_free import run_without_tensorflow
-from tf_fracture_export import predict
-from tf_fracture_export.metadata import ModelMetadata, metadata_path, write_metadata
-from tf_fracture_export.predictor import Predictor
 
 from tf_fracture.data.io import read_image
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
 from tf_fracture.models import build_classifier
+from tf_fracture_export import predict
+from tf_fracture_export.metadata import ModelMetadata, metadata_path, write_metadata
+from tf_fracture_export.predictor import Predictor
 
 SIZE = 64
 CONFIG = PreprocessConfig(SIZE, unsharp_kernel=5)
