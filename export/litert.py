@@ -22,8 +22,11 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -176,11 +179,33 @@ def is_fully_accelerated(model_path: str | os.PathLike) -> bool:
         from ai_edge_litert.compiled_model import CompiledModel
     except ImportError:
         return delegate_partitions(path) == 1 and not undelegated_ops(path)
-    model = CompiledModel.from_file(str(path))
+    with _quiet_native_stderr():  # LiteRT's C++ logs ~25 INFO lines per model on stderr
+        model = CompiledModel.from_file(str(path))
+        try:
+            accelerated = bool(model.is_fully_accelerated())
+        finally:
+            model.close()
+            del model
+            gc.collect()  # frees the model's LiteRT environment now, so its teardown log is silenced too
+    return accelerated
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Sends file descriptor 2 to /dev/null for the block (native libraries write there directly);
+    ``TF_FRACTURE_VERBOSE=1`` keeps it."""
+    if os.environ.get("TF_FRACTURE_VERBOSE") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        return bool(model.is_fully_accelerated())
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
     finally:
-        model.close()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def latency_ms(model_path: str | os.PathLike, num_threads: int, runs: int = 50, warmup: int = 5) -> float:

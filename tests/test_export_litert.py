@@ -1,5 +1,9 @@
 """export/litert.py: running a .tflite model with LiteRT (int8 I/O included), and counting XNNPACK partitions."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -161,3 +165,11 @@ def test_mobilenetv3_small_partitions(tmp_path, capsys):
             latency = ", ".join(f"{t} thread(s) {litert.latency_ms(path, t):.2f} ms" for t in (1, 2))
             partitions, outside = litert.delegate_partitions(path), litert.undelegated_ops(path)
             print(f"\n{name}: {partitions} partition(s), undelegated {outside}, {latency}")
+
+
+def test_is_fully_accelerated_keeps_litert_native_log_off_stderr(golden):
+    code = f"import sys; from tf_fracture_export import litert; print(litert.is_fully_accelerated({str(golden[0])!r}))"
+    env = {k: v for k, v in os.environ.items() if k != "TF_FRACTURE_VERBOSE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "True"
+    assert "INFO" not in out.stderr and "accelerator" not in out.stderr, out.stderr[-500:]
