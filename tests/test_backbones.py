@@ -1,5 +1,6 @@
 """Backbones: greyscale-stem equivalence, CBAM placement, shapes and argument errors."""
 
+import functools
 import json
 import urllib.error
 
@@ -31,6 +32,8 @@ KERAS_APPLICATIONS = {
     ("efficientnetv2", "m"): keras.applications.EfficientNetV2M,
     ("mobilenetv3", "large"): keras.applications.MobileNetV3Large,
     ("mobilenetv3", "small"): keras.applications.MobileNetV3Small,
+    ("mobilenetv3", "large_minimal"): functools.partial(keras.applications.MobileNetV3Large, minimalistic=True),
+    ("mobilenetv3", "small_minimal"): functools.partial(keras.applications.MobileNetV3Small, minimalistic=True),
 }
 ALL_VARIANTS = [(name, variant) for name in available_backbones() for variant in available_variants(name)]
 NATIVE_WIDTH = {
@@ -40,6 +43,8 @@ NATIVE_WIDTH = {
     ("efficientnetv2", "m"): 1280,
     ("mobilenetv3", "large"): 960,
     ("mobilenetv3", "small"): 576,
+    ("mobilenetv3", "large_minimal"): 960,
+    ("mobilenetv3", "small_minimal"): 576,
 }
 
 
@@ -116,6 +121,8 @@ CBAM_NEIGHBOURS = {  # each CBAM's input layer and the layer it feeds: the metho
     ("efficientnetv2", "m"): {"fused_mbconv_cbam": (["block3e_add"], ["block4a_expand_conv"]), **EFFICIENTNETV2_TOP},
     ("mobilenetv3", "large"): MOBILENETV3_TOP,  # after the added 1x1 conv (+BN, hard-swish)
     ("mobilenetv3", "small"): MOBILENETV3_TOP,
+    ("mobilenetv3", "large_minimal"): MOBILENETV3_TOP,  # after the added 1x1 conv (+BN, ReLU)
+    ("mobilenetv3", "small_minimal"): MOBILENETV3_TOP,
 }
 
 

@@ -24,6 +24,9 @@ MODULES = [
     "tf_fracture.configs",
     "tf_fracture.train.run",
     "tf_fracture.explain.boxes",
+    "tf_fracture_export.metadata",
+    "tf_fracture_export.litert",
+    "tf_fracture_export.predictor",
 ]
 
 BLOCK_TENSORFLOW = """
@@ -75,6 +78,18 @@ try:
     raise AssertionError("a truncated JPEG was read")
 except module.ImageReadError as error:
     assert "truncated or corrupt JPEG" in error.reason, error.reason
+""",
+    "tf_fracture_export.litert": """
+# LiteRT itself (the interpreter and the CompiledModel API) loads where TensorFlow cannot; the predictor's
+# own test runs a real model here (tests/test_export_predictor.py).
+from ai_edge_litert.compiled_model import CompiledModel
+from ai_edge_litert.interpreter import Interpreter
+
+try:
+    module.load_interpreter(os.path.join(tmp, "missing.tflite"))
+    raise AssertionError("a missing model was loaded")
+except FileNotFoundError as error:
+    assert "No model at" in str(error), error
 """,
     "tf_fracture.data.preprocess": """
 import numpy as np

@@ -1,4 +1,4 @@
-"""MobileNetV3 (Large, Small) rebuilt for radiographs: greyscale stem, a 768-d conv and CBAM.
+"""MobileNetV3 (Large, Small and their edge variants) rebuilt for radiographs: greyscale stem, a 768-d conv, CBAM.
 
 Built from Keras' own MobileNetV3 graph (see `surgery`), with:
 
@@ -8,8 +8,18 @@ Built from Keras' own MobileNetV3 graph (see `surgery`), with:
   ``feature_dim`` (768) channels (+BN, hard-swish) when that differs from the network's
   own width, then CBAM, then global average pooling.
 
+The edge variants ``"large_minimal"`` and ``"small_minimal"`` rebuild Keras'
+``minimalistic=True`` networks (ReLU instead of hard-swish, no squeeze-and-excitation,
+3x3 depthwise kernels; published ImageNet weights exist for both) and use ReLU in the added
+1x1 conv too. They exist for full-integer (int8) TFLite: XNNPACK has no int8 hard-swish,
+so an int8 model of the method's MobileNetV3 splits into many delegate partitions with
+reference kernels between them and runs slower than float32, while the minimalistic network
+with CBAM quantises whole and runs as one partition (see ``benchmarks/edge_benchmark.py``).
+
 Reference:
-    Howard et al., "Searching for MobileNetV3", ICCV 2019.
+    Howard et al., "Searching for MobileNetV3", ICCV 2019 (the minimalistic models are
+    described in the TensorFlow Models release of MobileNetV3, "MobileNetV3-Large/Small
+    Minimalistic").
 """
 
 from __future__ import annotations
@@ -22,12 +32,20 @@ from tf_fracture.backbones.surgery import rebuild_graph
 from tf_fracture.backbones.weights import grey_kernel, load_keras_application, transfer_weights
 from tf_fracture.layers import CBAM
 
-_APPLICATIONS = {"large": "MobileNetV3Large", "small": "MobileNetV3Small"}
+# variant -> (Keras constructor, minimalistic)
+_APPLICATIONS = {
+    "large": ("MobileNetV3Large", False),
+    "small": ("MobileNetV3Small", False),
+    "large_minimal": ("MobileNetV3Large", True),
+    "small_minimal": ("MobileNetV3Small", True),
+}
+EDGE_VARIANTS = tuple(variant for variant, (_, minimalistic) in _APPLICATIONS.items() if minimalistic)
 ADDED = ("feature_conv", "feature_bn")
 
 
 def keras_application(variant: str, weights: str | None = None) -> keras.Model:
-    return load_keras_application(getattr(keras.applications, _APPLICATIONS[variant]), weights)
+    constructor, minimalistic = _APPLICATIONS[variant]
+    return load_keras_application(getattr(keras.applications, constructor), weights, minimalistic=minimalistic)
 
 
 def build_graph(config: BackboneConfig, variant: str):
@@ -36,7 +54,9 @@ def build_graph(config: BackboneConfig, variant: str):
     if MOBILENETV3.projects(config, variant):
         x = keras.layers.Conv2D(config.feature_dim, 1, use_bias=False, name="feature_conv")(x)
         x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="feature_bn")(x)
-        x = keras.layers.Activation("hard_swish", name="feature_activation")(x)
+        # The network's own activation: hard-swish, or ReLU in the edge variants (int8-friendly).
+        activation = "relu" if variant in EDGE_VARIANTS else "hard_swish"
+        x = keras.layers.Activation(activation, name="feature_activation")(x)
     if config.attention:
         x = CBAM(config.cbam_reduction, config.cbam_kernel_size, name="top_cbam")(x)
     x = keras.layers.Identity(name=FEATURE_MAP)(x)
@@ -58,7 +78,11 @@ MOBILENETV3 = register_backbone(
         build_graph=build_graph,
         keras_application=keras_application,
         transfer=transfer,
-        native_width={"large": 960, "small": 576},
-        summary="MobileNetV3 (Howard et al. 2019); a 960->768 1x1 conv, then CBAM; 768-d features.",
+        native_width={"large": 960, "small": 576, "large_minimal": 960, "small_minimal": 576},
+        summary=(
+            "MobileNetV3 (Howard et al. 2019); a 960->768 1x1 conv, then CBAM; 768-d features. "
+            "'large_minimal'/'small_minimal': Keras' minimalistic networks (ReLU, no SE, 3x3), "
+            "which quantise whole to int8 on XNNPACK, for edge export."
+        ),
     )
 )

@@ -1,0 +1,352 @@
+"""The export side of the edge issue: convert, verify and the ``tf-fracture-export`` command on a tiny real run.
+
+The run is MobileNetV3-small + CBAM at 32 px trained one epoch (3 steps) on synthetic_xray/tiny by
+`tf_fracture.train`. A model trained a few steps still has BatchNorm's initial moving statistics, under
+which MobileNetV3's pooled features are the same for every image up to about 1e-10: every probability
+is equal, and float32, int8 or a wrong preprocessing would all "match" Keras. So the fixture then
+re-estimates the BatchNorm statistics on the training images (what longer training converges to) and
+saves the model back: its probabilities differ from image to image, and each comparison below can fail.
+
+Every expected number is recomputed here from the Keras model and the .tflite file, independently of
+the export's own verification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
+from tf_fracture import metrics
+from tf_fracture.configs import get_experiment
+from tf_fracture.data.preprocess import PreprocessConfig, preprocess
+from tf_fracture.data.sources import load_split
+from tf_fracture.evaluate import model_preprocessing, sigmoid
+from tf_fracture.models import build_classifier, load_model
+from tf_fracture.train.loop import train
+from tf_fracture_export import litert, verify
+from tf_fracture_export.__main__ import main
+from tf_fracture_export.convert import check_exportable, convert, representative_images
+from tf_fracture_export.exporter import run_thresholds
+from tf_fracture_export.metadata import QUANTIZATIONS, ModelMetadata, read_metadata
+from tf_fracture_export.verify import (
+    PROBABILITY_TOLERANCES,
+    PreprocessingMismatchError,
+    ValidationSet,
+    VerificationError,
+    require_passed,
+    verify_variant,
+)
+
+SIZE = 32
+THRESHOLDS = {"fixed": 0.5, "youden": 0.52, "target_sensitivity": 0.47}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    tfds.builder("synthetic_xray/tiny", data_dir=str(data_dir)).download_and_prepare()
+    experiment = get_experiment("demo").override(
+        [
+            "data.builder_config=tiny",
+            f"data.data_dir={data_dir}",
+            f"data.image_size={SIZE}",
+            "data.batch_size=8",
+            "model.feature_dim=32",
+            "train.epochs=1",
+            "train.learning_rate=0.01",
+        ]
+    )
+    path = tmp_path_factory.mktemp("runs") / "tiny"
+    train(experiment, path, verbose=0)
+    model = load_model(path / "model.keras", compile=False)
+    _reestimate_batchnorm(model, representative_images(experiment, 24).astype(np.float32))
+    model.save(path / "model.keras")
+    # The thresholds `python -m tf_fracture.evaluate` would leave (only the keys the export reads).
+    evaluation = path / "evaluation" / "synthetic_xray-test"
+    evaluation.mkdir(parents=True)
+    metrics_json = {"dataset": {"name": "synthetic_xray"}, "thresholds": {**THRESHOLDS, "sensitivity_target": 0.9}}
+    (evaluation / "metrics.json").write_text(json.dumps(metrics_json))
+    return path, experiment
+
+
+def _reestimate_batchnorm(model, images):
+    """Moving statistics := the statistics of ``images`` (one training-mode pass with momentum 0)."""
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert layers
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer in layers:
+        layer.momentum = 0.99
+
+
+def _validation(experiment, config=None):
+    """The raw validation images, their labels, and the images preprocessed with ``config`` (the run's by default)."""
+    config = config or experiment.data.preprocess_config()
+    examples = list(load_split(experiment.data, "validation").as_numpy_iterator())
+    raw = [e["image"][..., 0] for e in examples]
+    labels = np.array([int(e["label"]) for e in examples])
+    return raw, labels, np.stack([preprocess(r, config)[..., None] for r in raw])
+
+
+def _keras_probabilities(model, images):
+    return sigmoid(np.asarray(model(images.astype(np.float32), training=False))[:, 0])
+
+
+@pytest.fixture(scope="module")
+def exported(run):
+    """``tf-fracture-export RUN --quantize all`` once: (return code, stdout, stderr, out folder)."""
+    path, _ = run
+    out, err = io.StringIO(), io.StringIO()
+    args = [str(path), "--quantize", "all", "--latency-runs", "3"]  # calibration: all 24 training images
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue(), path / "export"
+
+
+def test_cli_exports_every_variant_with_metadata_verification_and_report(exported):
+    code, out, err, folder = exported
+    assert code == 0, err
+    expected = {f"{stem}_{q}.{ext}" for q in QUANTIZATIONS for stem, ext in (("model", "tflite"), ("model", "json"))}
+    expected |= {f"verification_{q}.json" for q in QUANTIZATIONS} | {"report.md"}
+    assert {p.name for p in folder.iterdir()} == expected
+    for q in QUANTIZATIONS:
+        assert f"{q}: {folder / f'model_{q}.tflite'}" in out
+    assert f"report: {folder}/report.md" in out
+    report = (folder / "report.md").read_text()
+    assert "tf-fracture-export" in report and "--quantize all" in report  # the command that produced it
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + len(QUANTIZATIONS) and all(line.endswith("| pass |") for line in table[2:])
+    assert table[2] in out  # the same table printed
+    # Nothing but the report: the converter's "Saved artifact at ..." is kept out of the output.
+    assert "Saved artifact" not in out
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_each_variant_matches_keras_within_its_tolerance(run, exported, quantization):
+    path, experiment = run
+    folder = exported[3]
+    model = load_model(path / "model.keras", compile=False)
+    _, labels, images = _validation(experiment)
+    expected = _keras_probabilities(model, images)
+    assert expected.std() > 0.02  # the probabilities differ image to image: the comparison can fail
+    interpreter = litert.load_interpreter(folder / f"model_{quantization}.tflite")
+    got = litert.run_model(interpreter, images)
+    difference = np.abs(got - expected)
+    assert difference.max() <= PROBABILITY_TOLERANCES[quantization]
+    # The export's own verification measured the same thing on the same images.
+    saved = json.loads((folder / f"verification_{quantization}.json").read_text())
+    # abs=1e-6: Keras' own float32 noise between model(x) here and predict_on_batch in the verification.
+    assert saved["max_abs_diff"] == pytest.approx(difference.max(), rel=1e-3, abs=1e-6)
+    assert saved["mean_abs_diff"] == pytest.approx(difference.mean(), rel=1e-3, abs=1e-6)
+    assert saved["auroc"] == pytest.approx(metrics.roc_auc(labels, got), abs=1e-9)
+    assert saved["keras_auroc"] == pytest.approx(metrics.roc_auc(labels, expected), abs=1e-9)
+    accuracy = metrics.threshold_metrics(labels, got, THRESHOLDS["youden"])["accuracy"]
+    assert (saved["threshold_name"], saved["threshold"], saved["accuracy"]) == ("youden", 0.52, accuracy)
+    assert saved["size_bytes"] == (folder / f"model_{quantization}.tflite").stat().st_size
+    assert set(saved["latency_ms"]) == {"1", "2", "4"} and all(v > 0 for v in saved["latency_ms"].values())
+    assert saved["delegate_partitions"] == litert.delegate_partitions(folder / f"model_{quantization}.tflite") >= 1
+    assert saved["fully_accelerated"] == litert.is_fully_accelerated(folder / f"model_{quantization}.tflite")
+    assert saved["fully_accelerated"] == (saved["delegate_partitions"] == 1 and not saved["undelegated_ops"])
+    assert saved["images"] == len(labels) and saved["passed"] and saved["failures"] == []
+
+
+def test_float32_is_the_keras_model_to_1e4_and_the_graph_takes_batch_1_and_gives_the_probability(run, exported):
+    path, experiment = run
+    interpreter = litert.load_interpreter(exported[3] / "model_float32.tflite")
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert list(inp["shape"]) == [1, SIZE, SIZE, 1] and inp["dtype"] == np.float32
+    assert list(out["shape"]) == [1, 1] and out["dtype"] == np.float32
+    # The raw interpreter on the 0-255 image: the sigmoid and the intensity scaling are in the graph.
+    _, _, images = _validation(experiment)
+    interpreter.set_tensor(inp["index"], images[:1].astype(np.float32))
+    interpreter.invoke()
+    expected = _keras_probabilities(load_model(path / "model.keras", compile=False), images[:1])
+    np.testing.assert_allclose(interpreter.get_tensor(out["index"])[0], expected, atol=1e-4)
+
+
+def test_quantised_variants_hold_quantised_weights_and_int8_has_int8_io(exported):
+    folder = exported[3]
+    size = {q: (folder / f"model_{q}.tflite").stat().st_size for q in QUANTIZATIONS}
+    assert 0.45 * size["float32"] < size["float16"] < 0.6 * size["float32"]  # 2 bytes a weight, not 1
+    assert size["dynamic"] < 0.4 * size["float32"] and size["int8"] < 0.4 * size["float32"]
+    weights = {q: _tensor_dtypes(folder / f"model_{q}.tflite") for q in QUANTIZATIONS}
+    assert np.float16 in weights["float16"] and np.int8 not in weights["float16"]
+    assert np.int8 in weights["dynamic"] and np.float16 not in weights["dynamic"]
+    assert np.float16 not in weights["float32"] and np.int8 not in weights["float32"]
+    interpreter = litert.load_interpreter(folder / "model_int8.tflite")
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8  # int8, not uint8
+    scale, zero_point = inp["quantization"]
+    assert zero_point == -128 and scale == pytest.approx(1.0, abs=1e-3)  # calibrated on 0..255 images
+    for q in ("float16", "dynamic"):
+        (inp,) = litert.load_interpreter(folder / f"model_{q}.tflite").get_input_details()
+        assert inp["dtype"] == np.float32
+
+
+def _tensor_dtypes(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return {detail["dtype"] for detail in Interpreter(model_path=str(path)).get_tensor_details()}
+
+
+def test_representative_images_are_a_seeded_sample_of_the_preprocessed_training_split(run):
+    _, experiment = run
+    config = experiment.data.preprocess_config()
+    train_images = [e["image"][..., 0] for e in load_split(experiment.data, "train").as_numpy_iterator()]
+    sample = representative_images(experiment, 5, seed=3)
+    indices = np.sort(np.random.default_rng(3).choice(len(train_images), 5, replace=False))
+    expected = np.stack([preprocess(train_images[i], config)[..., None] for i in indices])
+    np.testing.assert_array_equal(sample, expected)
+    assert sample.dtype == np.uint8
+    assert not np.array_equal(representative_images(experiment, 5, seed=4), sample)
+    assert len(representative_images(experiment, 1000)) == len(train_images)  # all of them, once
+
+
+def test_metadata_is_complete_and_round_trips(run, exported):
+    path, experiment = run
+    folder = exported[3]
+    model = load_model(path / "model.keras", compile=False)
+    for q in QUANTIZATIONS:
+        metadata = read_metadata(folder / f"model_{q}.tflite")
+        assert metadata.model_file == f"model_{q}.tflite" and metadata.quantization == q
+        assert metadata.labels == tuple(tfds.builder("synthetic_xray/tiny").info.features["label"].names)
+        assert metadata.preprocessing == model_preprocessing(model) == experiment.data.preprocess_config()
+        assert dict(metadata.thresholds) == THRESHOLDS and metadata.default_threshold == "youden"
+        assert metadata.threshold == 0.52
+        assert metadata.source_run == str(path.resolve())
+        assert metadata.config == json.loads((path / "config.json").read_text())
+        assert dict(metadata.verification) == json.loads((folder / f"verification_{q}.json").read_text())
+        assert ModelMetadata.from_dict(json.loads(json.dumps(metadata.to_dict()))) == metadata
+
+
+def test_thresholds_default_to_fixed_without_an_evaluation_of_the_runs_dataset(run, tmp_path):
+    path, experiment = run
+    assert run_thresholds(path, experiment)[:2] == (THRESHOLDS, "youden")
+    other = tmp_path / "other"
+    (other / "evaluation" / "mura-test").mkdir(parents=True)
+    (other / "evaluation" / "mura-test" / "metrics.json").write_text(
+        json.dumps({"dataset": {"name": "mura"}, "thresholds": THRESHOLDS})
+    )
+    assert run_thresholds(other, experiment) == ({"fixed": 0.5}, "fixed", None)
+
+
+@pytest.fixture(scope="module")
+def validation(run):
+    path, experiment = run
+    model = load_model(path / "model.keras", compile=False)
+    return verify.validation_set(model, experiment)
+
+
+def _metadata(preprocessing):
+    return ModelMetadata(
+        model_file="model_float32.tflite",
+        quantization="float32",
+        labels=("normal", "fracture"),
+        preprocessing=preprocessing,
+        thresholds={"fixed": 0.5},
+        default_threshold="fixed",
+    )
+
+
+def test_a_model_exported_with_the_wrong_preprocessing_is_caught(run, exported, validation):
+    _, experiment = run
+    model_path = exported[3] / "model_float32.tflite"
+    right = experiment.data.preprocess_config()
+    wrong = PreprocessConfig(SIZE, unsharp_kernel=7)  # the elbow set's kernel instead of the run's 5x5
+    assert right != wrong and validation.keras_preprocessing == right
+    # The right metadata passes...
+    assert verify_variant(model_path, _metadata(right), validation, latency_runs=1, threads=(1,))["passed"]
+    # ...metadata with another preprocessing is refused before anything runs (the model path is not even read)...
+    with pytest.raises(PreprocessingMismatchError, match="unsharp_kernel: metadata 7 vs model 5"):
+        verify_variant(exported[3] / "missing.tflite", _metadata(wrong), validation)
+    # ...and run anyway, the device-side images it describes give other probabilities: the report fails.
+    report = verify_variant(
+        model_path, _metadata(wrong), validation, latency_runs=1, threads=(1,), check_metadata=False
+    )
+    assert not report["passed"] and report["max_abs_diff"] > PROBABILITY_TOLERANCES["float32"]
+    assert report["preprocessing"]["unsharp_kernel"] == 7
+    assert any("probabilities differ" in failure for failure in report["failures"])
+    with pytest.raises(VerificationError, match=r"float32 .*probabilities differ from Keras"):
+        require_passed([report])
+
+
+def test_an_auroc_drop_beyond_the_tolerance_fails(exported, validation):
+    # Keras' scores replaced by the labels themselves (AUROC 1): the exported model falls below it.
+    perfect = ValidationSet(
+        validation.images, validation.labels, validation.labels.astype(float), validation.keras_preprocessing
+    )
+    metadata = _metadata(validation.keras_preprocessing)
+    report = verify_variant(exported[3] / "model_float32.tflite", metadata, perfect, latency_runs=1, threads=(1,))
+    assert report["keras_auroc"] == 1.0 and report["auroc_drop"] == pytest.approx(1.0 - report["auroc"])
+    assert report["auroc_drop"] > 0.02 and not report["passed"]
+    assert any(f.startswith("AUROC") for f in report["failures"])
+    lenient = verify_variant(
+        exported[3] / "model_float32.tflite", metadata, perfect, latency_runs=1, threads=(1,), auroc_tolerance=1.0
+    )
+    assert not any(f.startswith("AUROC") for f in lenient["failures"])
+
+
+def test_cli_fails_loudly_when_a_variant_is_out_of_tolerance(run, tmp_path, monkeypatch, capsys):
+    path, _ = run
+    # Zero tolerance: float32's last-bit differences from Keras count as a failure.
+    monkeypatch.setattr(verify, "PROBABILITY_TOLERANCES", {**PROBABILITY_TOLERANCES, "float32": 0.0})
+    code = main([str(path), "--quantize", "float32", "--out", str(tmp_path), "--latency-runs", "1", "--limit", "6"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "disagree with the Keras model" in err and "float32 (model_float32.tflite)" in err and "| FAIL |" in err
+    assert json.loads((tmp_path / "verification_float32.json").read_text())["passed"] is False
+    assert json.loads((tmp_path / "verification_float32.json").read_text())["images"] == 6
+
+
+def test_cli_refuses_bad_runs_and_arguments(run, tmp_path, capsys):
+    path, _ = run
+    empty = tmp_path / "no_model"
+    empty.mkdir()
+    shutil.copy(path / "config.json", empty / "config.json")
+    assert main([str(empty), "--no-verify"]) == 2
+    assert "without model.keras" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "No config.json" in capsys.readouterr().err
+    for bad in (["--quantize", "int4"], ["--quantize", "all", "int8"], ["--limit", "0"], ["--auroc-tolerance", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(path), *bad])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown --quantize int4" in err and "stands alone" in err and "--limit must be a positive" in err
+    assert "--auroc-tolerance must be in [0, 1]" in err
+
+
+def test_convert_refuses_what_it_cannot_export():
+    grey = build_classifier("mobilenetv3", "small", weights=None, input_size=SIZE, feature_dim=8)
+    with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
+        convert(grey, "int4")
+    with pytest.raises(ValueError, match="int8 needs calibration images"):
+        convert(grey, "int8")
+    with pytest.raises(ValueError, match=r"shape \(N, 32, 32, 1\)"):
+        convert(grey, "int8", calibration_images=np.zeros((2, 16, 16, 1)))
+    with pytest.raises(ValueError, match="for the int8 variant only"):
+        convert(grey, "float16", calibration_images=np.zeros((2, SIZE, SIZE, 1)))
+    rgb = build_classifier("mobilenetv3", "small", weights=None, input_size=SIZE, feature_dim=8, stem="rgb")
+    with pytest.raises(ValueError, match="grey stem"):
+        check_exportable(rgb)
+    from tf_fracture.models import build_fusion
+
+    other = build_classifier("mobilenetv3", "small", weights=None, input_size=SIZE, feature_dim=8, attention=False)
+    with pytest.raises(ValueError, match=r"fusion model .* Export one of its member runs"):
+        convert(build_fusion([grey, other], input_size=SIZE), "float32")
+
+
+def test_verification_refuses_a_limit_that_leaves_one_class(run):
+    path, experiment = run
+    model = load_model(path / "model.keras", compile=False)
+    with pytest.raises(ValueError, match=r"AUROC needs both\. Raise --limit"):
+        verify.validation_set(model, experiment, limit=1)
