@@ -57,8 +57,9 @@ def load_interpreter(model_path: str | os.PathLike, num_threads: int | None = No
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"Expected `num_threads` >= 1, but got `num_threads={num_threads}`.")
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise ValueError(
             f"{path}: LiteRT cannot load this model ({error}). Export it again with tf-fracture-export."

@@ -167,8 +167,12 @@ def test_mobilenetv3_small_partitions(tmp_path, capsys):
             print(f"\n{name}: {partitions} partition(s), undelegated {outside}, {latency}")
 
 
-def test_is_fully_accelerated_keeps_litert_native_log_off_stderr(golden):
-    code = f"import sys; from tf_fracture_export import litert; print(litert.is_fully_accelerated({str(golden[0])!r}))"
+def test_loading_and_compiling_keep_litert_native_log_off_stderr(golden):
+    path = str(golden[0])
+    code = (
+        "from tf_fracture_export import litert; "
+        f"litert.load_interpreter({path!r}); print(litert.is_fully_accelerated({path!r}))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_FRACTURE_VERBOSE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "True"
