@@ -257,6 +257,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
 
 
+@pytest.mark.large  # ~85 s: three trainings; single-task resume is covered by test_train_resume.py
 def test_an_interrupted_multitask_run_resumes_to_the_weights_of_an_uninterrupted_one(dirs, tmp_path):
     config = experiment(*dirs, **{"train.epochs": 3, "model.dropout": 0.2})
     whole = RunFolder(tmp_path / "whole")
