@@ -21,6 +21,19 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def float64():
+    """Exact-equivalence tests run in float64: a deep random-init net can amplify float32 rounding."""
+    # Both: Keras pins its global dtype policy to floatx at the first layer built, so a float64 floatx
+    # alone would leave a float64 policy behind for every later test.
+    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_floatx(previous_floatx)
+    keras.config.set_dtype_policy(previous_policy)
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_dtype():
     # Keras keeps floatx and the dtype policy as process-wide state: a test that changes either must

@@ -48,19 +48,6 @@ NATIVE_WIDTH = {
 }
 
 
-@pytest.fixture
-def float64():
-    """Exact-equivalence tests run in float64: a deep random-init net can amplify float32 rounding."""
-    # Both: Keras pins its global dtype policy to floatx at the first layer built, so a float64 floatx
-    # alone would leave a float64 policy behind for every later test.
-    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx(previous_floatx)
-    keras.config.set_dtype_policy(previous_policy)
-
-
 def test_registry_lists_every_family_and_variant():
     assert available_backbones() == ("convnext", "efficientnetv2", "mobilenetv3")
     assert set(ALL_VARIANTS) == set(KERAS_APPLICATIONS)

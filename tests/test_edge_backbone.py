@@ -44,17 +44,6 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
-@pytest.fixture
-def float64():
-    """Exact-equivalence tests run in float64 (as tests/test_backbones.py does)."""
-    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx(previous_floatx)
-    keras.config.set_dtype_policy(previous_policy)
-
-
 def test_edge_variants_are_in_the_registry():
     assert EDGE_VARIANTS == ("large_minimal", "small_minimal")
     assert set(EDGE_VARIANTS) < set(available_variants("mobilenetv3"))
