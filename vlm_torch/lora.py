@@ -22,6 +22,15 @@ def _under(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == prefix or name.startswith(prefix.rstrip(".") + ".") for prefix in prefixes)
 
 
+def _linear_layers(model: nn.Module):
+    """(name, module) of the linear layers, an adapted layer under its own name (PEFT wraps the original
+    as ``<name>.base_layer`` and adds ``lora_A`` / ``lora_B``, which are not layers of the model)."""
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or any(part.startswith("lora_") for part in name.split(".")):
+            continue
+        yield name.removesuffix(".base_layer"), module
+
+
 def language_model_linear_names(
     model: nn.Module,
     language_prefixes: Sequence[str],
@@ -36,9 +45,7 @@ def language_model_linear_names(
     """
     prefixes = tuple(language_prefixes) + (tuple(projector_prefixes) if include_projector else ())
     names = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and _under(name, prefixes) and name.rsplit(".", 1)[-1] != "lm_head"
+        name for name, _ in _linear_layers(model) if _under(name, prefixes) and name.rsplit(".", 1)[-1] != "lm_head"
     ]
     if not any(_under(name, language_prefixes) for name in names):
         raise ValueError(
