@@ -211,6 +211,9 @@ def test_refusals_say_what_to_do(export, fake, tmp_path, capsys):
             ["/m", "--model", "medgemma", "--data", export, "--out", str(tmp_path), "--threshold-split", "test"]
         )
     assert "is the split scored" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused before the model is loaded
+        evaluate.main(["/m", "--model", "medgemma", "--data", export, "--out", str(tmp_path), "--limit", "4"])
+    assert "all 4 images of 'test' have label 1" in capsys.readouterr().err and not fake.loaded
     run = tmp_path / "unfinished"
     run.mkdir()
     (run / "config.json").write_text(
@@ -230,3 +233,24 @@ def test_answer_metrics_score_invalid_answers_as_wrong():
 def test_probability_of_b_is_stable_far_from_zero():
     p = evaluate.probability_of_b(np.array([-1000.0, 0.0, 1000.0, math.log(3.0)]))
     np.testing.assert_allclose(p, [0.0, 0.5, 1.0, 0.75], atol=1e-15)
+
+
+# ~30 s on 2 cores (a tiny Gemma 3 built, loaded and asked): large. The fake-family tests above check evaluate's
+# own logic by default; this one checks the plumbing to the real family and scoring (run it at merge).
+@pytest.mark.large
+def test_with_the_real_medgemma_family_and_scoring(tmp_path, export):
+    # The same command with the real family, scoring and a tiny random Gemma 3 (tests/vlm_tiny.py): the
+    # plumbing between the parts. Skipped where those parts are not there.
+    pytest.importorskip("vlm_torch.scoring")
+    pytest.importorskip("vlm_torch.families.medgemma")
+    vlm_tiny = pytest.importorskip("vlm_tiny", reason="tests/vlm_tiny.py (the tiny Gemma 3 builder) is not there")
+    model = vlm_tiny.make_tiny_medgemma(tmp_path / "tiny_medgemma")
+    out = tmp_path / "out"
+    argv = [str(model), "--model", "medgemma", "--data", export, "--out", str(out), "--quantization", "float32"]
+    assert evaluate.main([*argv, "--limit", "6", "--batch-size", "3", "--resamples", "0", "--no-progress"]) == 0
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == [f"test{i}" for i in range(6)]
+    assert all(r["parsed"] in ("A", "B", "both", "neither") for r in rows)
+    scores = np.array([float(r["score"]) for r in rows])
+    assert np.all(np.isfinite(scores)) and np.unique(scores).size > 1  # the images change the score

@@ -300,6 +300,13 @@ def evaluate_vlm(
         )
     test_records = _first(vlm_data.read_split(data_dir, split), limit)
     val_records = _first(vlm_data.read_split(data_dir, threshold_split), limit) if threshold_split else None
+    for name, records in ((split, test_records), (threshold_split, val_records or [])):
+        classes = {r.label for r in records}
+        if len(classes) == 1:  # before the model is loaded: AUROC and thresholds need both classes
+            raise ValueError(
+                f"all {len(records)} images of {name!r} have label {classes.pop()}: AUROC and the thresholds need "
+                "both classes. Raise --limit or use another split."
+            )
     family, model, processor = load_model(source)
     common = {
         "batch_size": batch_size,
