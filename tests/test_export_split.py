@@ -90,6 +90,23 @@ def test_another_dataset_into_the_same_folder_is_refused(export, capsys):
     assert "holds an export of synthetic_xray/tiny" in capsys.readouterr().err
 
 
+def test_a_cnn_runs_config_gives_the_data(export, tiny_dir, tmp_path, capsys):
+    from tf_fracture.configs import get_experiment
+
+    # The run's own data (dataset, builder config, data dir, test split): the export is what that run scored.
+    experiment = get_experiment("demo").override(
+        ["data.builder_config=tiny", f"data.data_dir={tiny_dir}", "data.test_split=validation"]
+    )
+    experiment.to_json(tmp_path / "config.json")
+    out = tmp_path / "from_run"
+    assert main(["--config", str(tmp_path / "config.json"), "--out", str(out), "--split", "validation"]) == 0
+    theirs = os.path.join(export[0], "validation", "manifest.csv")
+    assert _manifest(out / "validation" / "manifest.csv") == _manifest(theirs)
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "config.json"), "--dataset", "mura", "--out", str(out)])
+    assert "drop --dataset" in capsys.readouterr().err
+
+
 def test_bad_arguments_are_refused_with_a_reason(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path)])

@@ -56,7 +56,7 @@ class Record:
     id: str
     path: str
     label: int
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 def read_dataset_info(data_dir: str | os.PathLike) -> dict:
