@@ -258,3 +258,97 @@ def test_missing_files_and_keys_are_named(tiny, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="processor"):
         LlavaRadProcessor.from_pretrained(published.vicuna)
+
+
+# ------------------------------------------------------------------------------------------ the family
+@pytest.fixture(scope="module")
+def family():
+    pytest.importorskip("vlm_torch.lora", reason="vlm_torch.lora and vlm_torch.precision land with the gemma part")
+    pytest.importorskip("vlm_torch.precision", reason="vlm_torch.precision lands with the gemma part")
+    from vlm_torch.families import get_family
+
+    return get_family("llava_rad")
+
+
+def test_family_loads_the_converted_folder_and_says_which_precision(tiny, family, capsys):
+    model, processor = family.load(str(tiny[1]), quantization="float32", device="cpu")
+    assert "float32" in capsys.readouterr().out
+    assert isinstance(model, LlavaRadForCausalLM) and isinstance(processor, LlavaRadProcessor)
+    assert model.dtype == torch.float32 and family.tokenizer(processor) is processor.tokenizer
+
+
+def test_family_batches_training_right_padded_and_prompts_left_padded(tiny, family):
+    processor = tiny[3]
+    images = _images(6, 2)
+    train = family.training_batch(processor, images, [target_answer(1), target_answer(0)])
+    assert set(train) == {"input_ids", "attention_mask", "pixel_values", "labels"}
+    assert train["attention_mask"][:, 0].all()  # right padding
+    expected = processor(images, [QUESTION] * 2, [target_answer(1), target_answer(0)])
+    assert torch.equal(train["labels"], expected["labels"]) and torch.equal(train["input_ids"], expected["input_ids"])
+    prompts = family.prompt_batch(processor, images)
+    # every row has the same length here (one question, a fixed number of image tokens): check the asked side
+    sides = []
+
+    def spy(*args, **kwargs):
+        sides.append(kwargs.get("padding_side"))
+        return processor(*args, **kwargs)
+
+    family.prompt_batch(spy, images)
+    family.training_batch(spy, images, [target_answer(1), target_answer(0)])
+    assert sides == ["left", "right"]
+    assert "labels" not in prompts and prompts["attention_mask"][:, -1].all()
+    tokenizer = processor.tokenizer
+    assert tokenizer.decode(prompts["input_ids"][0, -3:]).endswith("ASSISTANT:")
+    # the answer's first token follows the prompt: option letters are distinct first tokens
+    first = {
+        answer: processor.encode_example(QUESTION, target_answer(answer))[0][len(processor.encode_prompt(QUESTION))]
+        for answer in (0, 1)
+    }
+    assert tokenizer.convert_ids_to_tokens([first[0], first[1]]) == ["▁A", "▁B"]
+
+
+def test_family_lora_targets_are_the_language_model_linears(tiny, family):
+    model = tiny[2]
+    names = family.lora_target_modules(model)
+    assert len(names) == 2 * 7 and all(name.startswith("model.layers.") for name in names)
+    with_projector = family.lora_target_modules(model, include_projector=True)
+    assert sorted(set(with_projector) - set(names)) == ["mm_projector.0", "mm_projector.2"]
+    assert not any(name.startswith(("vision_tower", "lm_head")) for name in with_projector)
+
+
+def test_lora_steps_lower_the_loss_with_gradient_checkpointing(tiny, family):
+    from vlm_torch.config import LoraSettings
+    from vlm_torch.lora import add_lora
+
+    model, processor = family.load(str(tiny[1]), quantization="float32", device="cpu")
+    model = add_lora(model, family, LoraSettings(rank=4, alpha=8, dropout=0.0), gradient_checkpointing=True)
+    model.train()
+    batch = family.training_batch(processor, _images(7, 2), [target_answer(1), target_answer(0)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(4):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_family_loads_in_4_bits_where_bitsandbytes_supports_the_cpu(tiny, family):
+    from vlm_torch.precision import bitsandbytes_unsupported_reason
+
+    reason = bitsandbytes_unsupported_reason("cpu")
+    if reason is not None:
+        pytest.skip(reason)
+    import bitsandbytes as bnb
+
+    model, processor = family.load(str(tiny[1]), quantization="4bit", device="cpu")
+    assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    assert not isinstance(model.vision_tower.blocks[0].attn.qkv, bnb.nn.Linear4bit)  # the tower stays unquantised
+    assert not isinstance(model.mm_projector[0], bnb.nn.Linear4bit)
+    with torch.no_grad():
+        logits = model(**family.prompt_batch(processor, _images(8, 1))).logits
+    assert torch.isfinite(logits).all()
