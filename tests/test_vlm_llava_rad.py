@@ -152,6 +152,23 @@ def test_unmerged_conversion_gives_a_peft_adapter_with_the_same_logits(tiny, tmp
     assert (before - merged).abs().max() > 1e-2 * merged.abs().max()
 
 
+def test_alignment_stage_folder_converts_without_lora(tiny, tmp_path):
+    """pretrain.sh's output (config.json + mm_projector.bin, no LoRA) gives Vicuna + projector + tower."""
+    published, _, _, processor = tiny
+    folder = tmp_path / "pretrain"
+    folder.mkdir()
+    shutil.copy(published.published / "config.json", folder / "config.json")
+    projector = torch.load(published.published / "non_lora_trainables.bin", weights_only=True)
+    torch.save({k.removeprefix("base_model.model."): v for k, v in projector.items()}, folder / "mm_projector.bin")
+    out = convert_llava_rad(folder, published.vicuna, published.vision_checkpoint, tmp_path / "out")
+    assert json.loads((out / "conversion.json").read_text())["lora"]["merged"] is False
+    model = LlavaRadForCausalLM.from_pretrained(out).eval()
+    batch = processor(_images(9, 1), [QUESTION])
+    with torch.no_grad():
+        logits = model(**batch).logits
+    _assert_close(logits, _reference_logits(published, batch["pixel_values"], QUESTION, merge=False))
+
+
 def test_converted_folder_records_the_conversion(tiny):
     _, out, model, processor = tiny
     receipt = json.loads((out / "conversion.json").read_text())
@@ -232,7 +249,7 @@ def test_missing_files_and_keys_are_named(tiny, tmp_path):
     published = tiny[0]
     folder = _copy(published, tmp_path)
     (folder / "non_lora_trainables.bin").unlink()
-    with pytest.raises(FileNotFoundError, match=r"non_lora_trainables\.bin"):
+    with pytest.raises(FileNotFoundError, match=r"projector weights not found.*non_lora_trainables\.bin"):
         convert_llava_rad(folder, published.vicuna, None, tmp_path / "o1")
 
     folder = _copy(published, tmp_path / "b")

@@ -3,9 +3,12 @@
     python -m vlm_torch.llava_rad.convert --published PATH/llava-rad --vicuna PATH/vicuna-7b-v1.5 --out PATH/out
     # --vision-checkpoint / --vision-config default to the files named in the published config.json
 
+LLaVA-Rad was trained on chest X-rays only (MIMIC-CXR findings generation); see ``vlm_torch.llava_rad.modeling``.
+
 What is published where (all local folders; nothing is downloaded here):
 
-- ``microsoft/llava-rad`` (Hugging Face; Microsoft Research License, research use only, no clinical use):
+- ``microsoft/llava-rad`` (Hugging Face; Microsoft Research License: non-commercial research use, no
+  redistribution of the models, no clinical use):
   ``config.json`` (``model_type "llava"``: Vicuna's Llama settings plus ``mm_vision_tower``,
   ``mm_projector_type "mlp2x_gelu"``, ``mm_hidden_size``, ``mm_vision_select_layer -2``,
   ``mm_vision_select_feature "patch"``), ``adapter_config.json`` + ``adapter_model.bin`` (a PEFT LoRA over
@@ -20,7 +23,9 @@ rsLoRA), so the port is a plain model on which our own LoRA fine-tuning runs; at
 trunk up to the block LLaVA-Rad reads (``mm_vision_select_layer``); adds ``<image>`` to the tokenizer right after
 Vicuna's vocabulary (the embedding and the head keep Vicuna's 32,000 rows); sets ``<unk>`` as the pad token, as
 LLaVA's training did; and writes ``conversion.json`` saying what was merged. ``merge_lora=False`` keeps Vicuna's
-weights and writes the published LoRA as a PEFT adapter the port loads (``lora_adapter/``).
+weights and writes the published LoRA as a PEFT adapter the port loads (``lora_adapter/``). An alignment-stage
+folder (LLaVA-Rad's ``scripts/pretrain.sh`` output: ``config.json`` + ``mm_projector.bin``, keys
+``model.mm_projector.*``, no LoRA) converts the same way, with nothing to merge.
 """
 
 from __future__ import annotations
@@ -74,8 +79,9 @@ def _first_existing(directory: Path, names: Sequence[str], what: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
-def lora_deltas(adapter_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """{Llama parameter name: (scale * B @ A) in float32} from a PEFT adapter folder, and a summary."""
+def lora_factors(adapter_dir: Path) -> tuple[dict[str, tuple[float, torch.Tensor, torch.Tensor]], dict[str, Any]]:
+    """{Llama weight name: (scale, A, B)} from a PEFT adapter folder, and a summary; the weight's update is
+    ``scale * B @ A`` (formed one module at a time when merging: all of them at once would not fit in memory)."""
     config = json.loads(_require(adapter_dir / "adapter_config.json", "the LoRA adapter config").read_text())
     if config.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{adapter_dir}/adapter_config.json: peft_type {config.get('peft_type')!r} is not LORA")
@@ -97,22 +103,21 @@ def lora_deltas(adapter_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         if match is None:
             raise KeyError(f"unexpected key {key!r} in the LoRA weights: expected '...<module>.lora_A/B.weight'")
         pairs.setdefault(match["module"], {})[match["ab"]] = tensor
-    deltas = {}
+    factors = {}
     for module, pair in sorted(pairs.items()):
         if set(pair) != {"A", "B"}:
             raise KeyError(f"LoRA module {module!r} has lora_{'B' if 'A' in pair else 'A'} missing")
-        a, b = pair["A"].float(), pair["B"].float()
-        rank = a.shape[0]  # the per-module rank (rank_pattern may differ from config["r"])
+        rank = pair["A"].shape[0]  # the per-module rank (a rank_pattern may differ from config["r"])
         scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-        deltas[f"{module}.weight"] = scale * (b @ a)
+        factors[f"{module}.weight"] = (scale, pair["A"], pair["B"])
     summary = {
         "r": config["r"],
         "lora_alpha": alpha,
         "use_rslora": bool(config.get("use_rslora", False)),
         "target_modules": config.get("target_modules"),
-        "merged_modules": len(deltas),
+        "merged_modules": len(factors),
     }
-    return deltas, summary
+    return factors, summary
 
 
 # ------------------------------------------------------------------------------------------------ vision
@@ -194,11 +199,14 @@ def _published_config(published_dir: Path) -> dict:
 
 
 def _projector(published_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """({mm_projector.* tensors}, {other Llama tensors the training also updated})."""
-    raw = _load_tensors(_require(published_dir / "non_lora_trainables.bin", "non_lora_trainables.bin"))
+    """({mm_projector.* tensors}, {other Llama tensors the training also updated}) from ``non_lora_trainables.bin``
+    (the LoRA fine-tuned checkpoint) or ``mm_projector.bin`` (an alignment-stage folder: the projector alone)."""
+    names = ("non_lora_trainables.bin", "mm_projector.bin")
+    path = _first_existing(published_dir, names, "the projector weights")
+    raw = _load_tensors(path)
     projector, other = {}, {}
     for key, tensor in raw.items():
-        name = key.removeprefix("base_model.").removeprefix("model.")  # PEFT's wrapper, then LlavaLlamaForCausalLM
+        name = key.removeprefix("base_model.model.")  # PEFT's wrapper; what is left is LlavaLlamaForCausalLM's name
         if name.startswith("model.mm_projector."):
             projector[name.removeprefix("model.")] = tensor
         else:
@@ -207,7 +215,7 @@ def _projector(published_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     missing = expected - set(projector)
     if missing or set(projector) - expected:
         raise KeyError(
-            f"non_lora_trainables.bin: expected the mlp2x_gelu projector {sorted(expected)}, "
+            f"{path.name}: expected the mlp2x_gelu projector {sorted(expected)}, "
             f"missing {sorted(missing)}, unexpected {sorted(set(projector) - expected)}"
         )
     return projector, other
@@ -273,13 +281,18 @@ def convert_llava_rad(
     projector, other = _projector(published_dir)
     params = dict(llama.named_parameters())
     summary: dict[str, Any] = {"merged": False}
-    if merge_lora:
-        deltas, summary = lora_deltas(published_dir)
+    alignment_stage = not (published_dir / "non_lora_trainables.bin").is_file()
+    if alignment_stage:
+        # pretrain.sh's output: Vicuna + the projector, no LoRA (the projector was the only thing trained)
+        summary["note"] = "alignment-stage checkpoint (mm_projector.bin): no LoRA to merge"
+    elif merge_lora:
+        factors, summary = lora_factors(published_dir)
         summary["merged"] = True
         with torch.no_grad():
-            for name, delta in deltas.items():
+            for name, (scale, a, b) in factors.items():
                 if name not in params:
                     raise KeyError(f"the LoRA adapts {name!r}, which the Vicuna model does not have")
+                delta = scale * (b.float() @ a.float())
                 if params[name].shape != delta.shape:
                     raise ValueError(
                         f"LoRA delta for {name} has shape {tuple(delta.shape)}, the weight {tuple(params[name].shape)}"
@@ -325,7 +338,7 @@ def convert_llava_rad(
         image_mean=config.vision_config.image_mean,
         image_std=config.vision_config.image_std,
     ).save_pretrained(out_dir)
-    if not merge_lora:
+    if not merge_lora and not alignment_stage:
         _copy_adapter(published_dir, out_dir / ADAPTER_DIR)
     receipt = {
         "published_dir": str(published_dir),
@@ -357,7 +370,9 @@ def _copy_adapter(published_dir: Path, adapter_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlm_torch.llava_rad.convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--published", required=True, help="the microsoft/llava-rad folder")
+    parser.add_argument(
+        "--published", required=True, help="the microsoft/llava-rad folder (or an alignment-stage output folder)"
+    )
     parser.add_argument("--vicuna", required=True, help="the lmsys/vicuna-7b-v1.5 folder")
     parser.add_argument("--vision-checkpoint", help="BiomedCLIP-CXR open_clip checkpoint (default: the published one)")
     parser.add_argument("--vision-config", help="its open_clip model config JSON (default: found next to it)")

@@ -13,6 +13,22 @@ the same logits alone as left padded in a batch.
 
 Parameter names follow the published checkpoint after its LoRA is merged: ``model.*`` and ``lm_head`` are Vicuna's
 (``LlamaModel``), ``mm_projector.0/2`` the projector's, ``vision_tower.*`` timm's names for the trunk.
+
+What LLaVA-Rad is, and where its parts come from (see ``vlm_torch.llava_rad.convert`` for the files):
+
+- LLaVA-Rad (Microsoft Research, ``microsoft/llava-rad`` on Hugging Face, code github.com/microsoft/LLaVA-Rad) was
+  trained on CHEST X-RAYS ONLY: frontal MIMIC-CXR radiographs and their reports (findings generation), after an
+  alignment stage that trained the projector alone. It never saw the limb, hand, hip or shoulder radiographs
+  our fracture datasets hold; the method fine-tunes it on them anyway, and results should be read with that in
+  mind. Its weights (LoRA, projector, BiomedCLIP-CXR vision encoder) are under the Microsoft Research License:
+  non-commercial research use only, no redistribution of the models, not for clinical decisions; additionally
+  subject to the Llama 2 / Vicuna terms.
+- Vicuna-7B v1.5 (LMSYS, ``lmsys/vicuna-7b-v1.5``, a Llama 2 fine-tune; Llama 2 Community License Agreement): the
+  language model the LoRA is merged into.
+- BiomedCLIP-CXR (518 px): an open_clip model whose image trunk is a timm ViT-B (the converter reads its shape,
+  patch size and LayerScale from the checkpoint's tensors), shipped in the ``microsoft/llava-rad`` repository.
+
+Reference: Zambrano Chaves et al., Nature Communications 16, 3108 (2025), doi:10.1038/s41467-025-58344-x.
 """
 
 from __future__ import annotations
