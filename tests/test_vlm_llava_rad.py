@@ -22,6 +22,7 @@ from vlm_tiny_llava import LORA_ALPHA, LORA_R, VISION, write_tiny_published
 
 from vlm_torch.families.base import IGNORE_INDEX
 from vlm_torch.llava_rad.convert import convert_llava_rad
+from vlm_torch.llava_rad.convert import main as convert_main
 from vlm_torch.llava_rad.modeling import LlavaRadForCausalLM
 from vlm_torch.llava_rad.processing import VICUNA_V1_SYSTEM, LlavaRadProcessor
 from vlm_torch.prompts import QUESTION, target_answer
@@ -136,11 +137,13 @@ def test_the_lora_merge_and_the_image_change_the_logits(tiny):
     assert (logits - other_image).abs().max() > 1e-3 * scale
 
 
-def test_unmerged_conversion_gives_a_peft_adapter_with_the_same_logits(tiny, tmp_path):
+def test_unmerged_conversion_cli_gives_a_peft_adapter_with_the_same_logits(tiny, tmp_path):
     from peft import PeftModel
 
     published, _, model, processor = tiny
-    out = convert_llava_rad(published.published, published.vicuna, published.vision_checkpoint, tmp_path / "u", False)
+    out = tmp_path / "u"
+    argv = ["--published", str(published.published), "--vicuna", str(published.vicuna), "--out", str(out)]
+    assert convert_main([*argv, "--vision-checkpoint", str(published.vision_checkpoint), "--no-merge"]) == 0
     assert json.loads((out / "conversion.json").read_text())["lora"]["merged"] is False
     base = LlavaRadForCausalLM.from_pretrained(out).eval()
     batch = processor(_images(1, 2), [QUESTION] * 2)
@@ -343,7 +346,7 @@ def test_lora_steps_lower_the_loss_with_gradient_checkpointing(tiny, family):
     batch = family.training_batch(processor, _images(7, 2), [target_answer(1), target_answer(0)])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
-    for _ in range(4):
+    for _ in range(3):
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
