@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import shutil
 import sys
 import types
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class FakeFamily:
         self.fail_after = fail_after
         self.training_calls = 0
 
-    def load(self, model_path, *, quantization="auto", image_size=None):
+    def load(self, model_path, *, quantization="auto", image_size=None, device=None):
         if quantization != "float32":
             raise ValueError(f"the fake family loads float32 only, got {quantization!r}")
         model = transformers.LlamaForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -105,7 +106,7 @@ class FakeFamily:
 @dataclass(frozen=True)
 class _Record:
     id: str
-    file: str
+    path: str
     label: int
 
 
@@ -115,11 +116,17 @@ def _read_split(data_dir, split):
         return [_Record(row["id"], str(folder / row["file"]), int(row["label"])) for row in csv.DictReader(f)]
 
 
-def _load_image(record, *, preprocess):
-    image = cv2.imread(record.file, cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ValueError(f"cannot read {record.file}")
-    return image
+def _available_splits(data_dir):
+    return sorted(p.parent.name for p in Path(data_dir).glob("*/manifest.csv"))
+
+
+def _iter_images(records, *, preprocess, image_size=None, skipped=None):
+    for record in records:
+        image = cv2.imread(record.path, cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            skipped[record.path] = "unreadable"
+            continue
+        yield record, image
 
 
 def _add_lora(model, family, settings, *, gradient_checkpointing):
@@ -138,11 +145,11 @@ def _add_lora(model, family, settings, *, gradient_checkpointing):
 def _resolve_quantization(requested, device):
     if requested != "float32":
         raise ValueError("the test stand-in of resolve_quantization knows float32 only")
-    return types.SimpleNamespace(mode="float32", torch_dtype=torch.float32, message="float32 weights (stand-in)")
+    return types.SimpleNamespace(mode="float32", torch_dtype=torch.float32, message="float32 (stand-in)", device=device)
 
 
 STAND_INS = {
-    "vlm_torch.data": {"read_split": _read_split, "load_image": _load_image},
+    "vlm_torch.data": {"read_split": _read_split, "available_splits": _available_splits, "iter_images": _iter_images},
     "vlm_torch.lora": {"add_lora": _add_lora},
     "vlm_torch.precision": {"resolve_quantization": _resolve_quantization},
 }
@@ -361,6 +368,15 @@ def test_command_line_overrides_the_preset(base_model, data_dir, tmp_path, monke
     assert saved["limit"] == 6 and saved["records"] == {"train": 6, "validation": 3}
     assert [row["step"] for row in _history(run)] == ["2"]  # 6 images in batches of 4: 2 optimizer steps
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_unreadable_image_is_skipped_and_training_goes_on(base_model, data_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    (data / "train" / "images" / "train3.png").write_bytes(b"not a png")
+    result = _train(_config(epochs=1), base_model, data, tmp_path / "run")
+    assert result.adapter_dir.is_dir()
+    assert "1 unreadable image(s) were skipped" in capsys.readouterr().out
 
 
 def test_command_line_rejects_bad_values(capsys):

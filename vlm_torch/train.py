@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import inspect
 import json
 import math
 import os
@@ -55,6 +56,7 @@ from vlm_torch.prompts import target_answer
 CONFIG = "config.json"
 HISTORY = "history.csv"
 ADAPTER = "adapter"
+VALIDATION = "validation"  # the split whose loss is reported after each epoch, when the export has it
 HISTORY_FIELDS = ("epoch", "step", "train_loss", "val_loss", "learning_rate")
 # What must not change between an interrupted run and its resumption (config.json keys).
 _RESUME_KEYS = ("config", "model_path", "data", "limit")
@@ -126,13 +128,23 @@ def train(
         raise ValueError(
             f"{data_dir} has no training records: export the splits with python -m tf_fracture.data.export_split"
         )
-    has_validation = (Path(data_dir) / "validation").is_dir()
-    val_records = _first(data.read_split(data_dir, "validation"), limit) if has_validation else []
+    has_validation = VALIDATION in data.available_splits(data_dir)
+    val_records = _first(data.read_split(data_dir, VALIDATION), limit) if has_validation else []
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = importlib.import_module("vlm_torch.precision")
     quantization = precision.resolve_quantization(config.quantization, device)
-    print(quantization.message, flush=True)
+    _seed_everything(settings.seed)
+    load_kwargs: dict[str, Any] = {"quantization": quantization.mode, "image_size": config.image_size}
+    if "device" in inspect.signature(family.load).parameters:  # MedGemmaFamily places the model itself
+        load_kwargs["device"] = str(device)
+    model, processor = family.load(str(model_path), **load_kwargs)
+    if getattr(model, "vlm_quantization", None) is not None:  # the family resolved (and printed) it itself
+        quantization = model.vlm_quantization
+    else:
+        print(quantization.message, flush=True)
+    if quantization.mode != "4bit":  # 4-bit weights are placed by from_pretrained and cannot be moved
+        model.to(device)
     _write_json(
         run / CONFIG,
         {
@@ -148,10 +160,6 @@ def train(
         },
     )
 
-    _seed_everything(settings.seed)
-    model, processor = family.load(str(model_path), quantization=quantization.mode, image_size=config.image_size)
-    if quantization.mode != "4bit":  # 4-bit weights are placed by from_pretrained and cannot be moved
-        model.to(device)
     lora = importlib.import_module("vlm_torch.lora")
     model = lora.add_lora(model, family, config.lora, gradient_checkpointing=settings.gradient_checkpointing)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -162,7 +170,7 @@ def train(
     total_steps = settings.epochs * per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, total_steps)
 
-    state: dict[str, Any] = {"step": 0, "epoch_loss_sum": 0.0, "epoch_loss_count": 0, "history": []}
+    state: dict[str, Any] = {"step": 0, "epoch_loss_sum": 0.0, "epoch_loss_count": 0, "history": [], "skipped": {}}
     resumed_from = None
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, scheduler)  # also restores every RNG
@@ -170,9 +178,17 @@ def train(
         print(f"Resuming {run} at optimizer step {resumed_from} of {total_steps}", flush=True)
 
     def batch_loss(indices: Sequence[int], records) -> torch.Tensor | None:
-        chosen, images = _load_images(data, [records[i] for i in indices], config.preprocess)
-        if not chosen:
+        loaded = list(
+            data.iter_images(
+                [records[i] for i in indices],
+                preprocess=config.preprocess,
+                image_size=config.image_size,
+                skipped=state["skipped"],  # unreadable images: skipped, logged, counted at the end
+            )
+        )
+        if not loaded:
             return None
+        chosen, images = zip(*loaded, strict=True)
         batch = family.training_batch(processor, images, [target_answer(r.label) for r in chosen])
         return model(**_to_model(batch, model)).loss
 
@@ -230,6 +246,8 @@ def train(
 
     adapter_dir = _save_adapter(model, run)
     remove_checkpoint(run)
+    if state["skipped"]:
+        print(f"{len(state['skipped'])} unreadable image(s) were skipped (listed in the log above)", flush=True)
     print(f"Adapter in {adapter_dir}; history in {run / HISTORY}", flush=True)
     return TrainResult(run, adapter_dir, state["history"], resumed_from)
 
@@ -276,19 +294,6 @@ def _validation_loss(model, records, batch_size: int, batch_loss, progress: bool
                 count += len(indices)
     model.train()
     return total / count if count else None
-
-
-def _load_images(data, records, preprocess: bool):
-    """The records whose image could be read, and their images; an unreadable image is skipped and named."""
-    chosen, images = [], []
-    for record in records:
-        try:
-            images.append(data.load_image(record, preprocess=preprocess))
-        except (OSError, ValueError) as error:
-            print(f"skipping {getattr(record, 'id', record)}: {error}", file=sys.stderr, flush=True)
-            continue
-        chosen.append(record)
-    return chosen, images
 
 
 def _to_model(batch, model) -> dict[str, Any]:
