@@ -355,13 +355,15 @@ def test_command_line_overrides_the_preset(base_model, data_dir, tmp_path, monke
         "--model", "llava_rad", "--model-path", base_model, "--data", str(data_dir), "--run-dir", str(run),
         "--quantization", "float32", "--epochs", "1", "--learning-rate", "0.002", "--batch-size", "4",
         "--grad-accumulation", "1", "--lora-rank", "4", "--lora-alpha", "8", "--limit", "6",
-        "--no-gradient-checkpointing", "--seed", "7", "--device", "cpu", "--no-progress",
+        "--no-gradient-checkpointing", "--seed", "7", "--device", "cpu", "--no-progress", "--include-projector",
+        "--preprocess",
     ]  # fmt: skip
     assert vlm_train.main(argv) == 0
     saved = json.loads((run / vlm_train.CONFIG).read_text())
     config = saved["config"]
     assert config["model"] == "llava_rad" and config["image_size"] == 518 and config["quantization"] == "float32"
-    assert config["lora"] == {"rank": 4, "alpha": 8, "dropout": 0.05, "include_projector": False}
+    assert config["lora"] == {"rank": 4, "alpha": 8, "dropout": 0.05, "include_projector": True}
+    assert config["preprocess"] is True
     train = config["train"]
     assert (train["epochs"], train["learning_rate"], train["batch_size"], train["grad_accumulation"]) == (1, 2e-3, 4, 1)
     assert train["seed"] == 7 and train["gradient_checkpointing"] is False and train["weight_decay"] == 1e-3
