@@ -136,7 +136,7 @@ def train(
     quantization = precision.resolve_quantization(config.quantization, device)
     _seed_everything(settings.seed)
     load_kwargs: dict[str, Any] = {"quantization": quantization.mode, "image_size": config.image_size}
-    if "device" in inspect.signature(family.load).parameters:  # MedGemmaFamily places the model itself
+    if "device" in inspect.signature(family.load).parameters:  # both families place the model themselves
         load_kwargs["device"] = str(device)
     model, processor = family.load(str(model_path), **load_kwargs)
     if getattr(model, "vlm_quantization", None) is not None:  # the family resolved (and printed) it itself
