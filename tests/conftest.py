@@ -1,4 +1,5 @@
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,3 +44,17 @@ def _no_leaked_dtype():
     keras.config.set_floatx("float32")
     keras.config.set_dtype_policy("float32")
     assert (policy, floatx) == ("float32", "float32"), f"the test left dtype policy {policy!r}, floatx {floatx!r}"
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread():
+    # The VLM tests' models are tiny: they gain nothing from threads, and on a shared 2-core machine
+    # torch's spinning OpenMP threads make each step ~50x slower. Tests that never import torch skip this.
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

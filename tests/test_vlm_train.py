@@ -169,16 +169,6 @@ def parts(monkeypatch):
 # ---- fixtures: a tiny base model and an exported split ----
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # A model this small gains nothing from threads, and on a shared 2-core machine torch's spinning
-    # OpenMP threads make each step ~50x slower (1 s instead of 20 ms).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory) -> str:
     torch.manual_seed(0)

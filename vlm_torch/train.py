@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
-import inspect
 import json
 import math
 import os
@@ -135,10 +134,9 @@ def train(
     precision = importlib.import_module("vlm_torch.precision")
     quantization = precision.resolve_quantization(config.quantization, device)
     _seed_everything(settings.seed)
-    load_kwargs: dict[str, Any] = {"quantization": quantization.mode, "image_size": config.image_size}
-    if "device" in inspect.signature(family.load).parameters:  # both families place the model themselves
-        load_kwargs["device"] = str(device)
-    model, processor = family.load(str(model_path), **load_kwargs)
+    model, processor = family.load(
+        str(model_path), quantization=quantization.mode, image_size=config.image_size, device=str(device)
+    )
     if getattr(model, "vlm_quantization", None) is not None:  # the family resolved (and printed) it itself
         quantization = model.vlm_quantization
     else:

@@ -25,9 +25,12 @@ IGNORE_INDEX = -100  # labels with this value add nothing to the loss (PyTorch's
 class Family(Protocol):
     name: str  # the registry key and the --model value
 
-    def load(self, model_path: str, *, quantization: str = "auto", image_size: int | None = None) -> tuple[Any, Any]:
-        """(model, processor) from a local folder (or hub id). ``quantization``: auto | 4bit | bf16 | float32
-        (vlm_torch.precision decides and prints which was used)."""
+    def load(
+        self, model_path: str, *, quantization: str = "auto", image_size: int | None = None, device: str | None = None
+    ) -> tuple[Any, Any]:
+        """(model, processor) from a local folder (or hub id), placed on ``device`` (default: CUDA if present, else
+        the CPU). ``quantization``: auto | 4bit | bf16 | float32; vlm_torch.precision decides, the family prints
+        which was used and keeps it as ``model.vlm_quantization`` (a ``vlm_torch.precision.Quantization``)."""
         ...
 
     def training_batch(self, processor: Any, images: Sequence[np.ndarray], answers: Sequence[str]) -> dict[str, Any]:
