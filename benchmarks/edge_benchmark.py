@@ -17,6 +17,7 @@ The table prints the host's CPU so that numbers are compared on the same kind of
 
 Run:
     python benchmarks/edge_benchmark.py                 # 224 px, 1/2/4 threads, 3 rounds of 50 runs
+    python benchmarks/edge_benchmark.py --width small   # MobileNetV3-Small and small_minimal
     python benchmarks/edge_benchmark.py --quick         # smoke mode: 64 px, MobileNetV3-Small, 1 thread
 
 The models are built with random weights (``weights=None``); latency needs no training.
@@ -43,8 +44,10 @@ from tf_fracture_export import litert
 
 QUANTIZATIONS = ("float32", "int8")
 # label -> (family, variant): the method's network and its edge variant.
-CANDIDATES = {"method": ("mobilenetv3", "large"), "edge": ("mobilenetv3", "large_minimal")}
-QUICK_CANDIDATES = {"method": ("mobilenetv3", "small"), "edge": ("mobilenetv3", "small_minimal")}
+CANDIDATES = {
+    "large": {"method": ("mobilenetv3", "large"), "edge": ("mobilenetv3", "large_minimal")},
+    "small": {"method": ("mobilenetv3", "small"), "edge": ("mobilenetv3", "small_minimal")},
+}
 
 
 @dataclass(frozen=True)
@@ -174,11 +177,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds over all models")
     parser.add_argument("--calibration-images", type=int, default=32, help="random images calibrating int8")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="keep the .tflite files here")
+    parser.add_argument("--width", choices=sorted(CANDIDATES), default="large", help="MobileNetV3-Large or -Small")
     parser.add_argument("--quick", action="store_true", help="smoke mode: 64 px MobileNetV3-Small pair, 1 thread")
     args = parser.parse_args(argv)
-    candidates = CANDIDATES
+    candidates = CANDIDATES[args.width]
     if args.quick:
-        candidates, args.size, args.threads, args.runs, args.repeats = QUICK_CANDIDATES, 64, [1], 3, 1
+        candidates, args.size, args.threads, args.runs, args.repeats = CANDIDATES["small"], 64, [1], 3, 1
         args.calibration_images = 4
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.out or pathlib.Path(scratch)

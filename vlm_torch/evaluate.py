@@ -423,7 +423,7 @@ def _fmt(value) -> str:
 def _estimate(estimate: dict[str, Any]) -> str:
     text = _fmt(estimate["value"])
     if estimate.get("ci_low") is not None:
-        text += f" ({_fmt(estimate['ci_low'])}-{_fmt(estimate['ci_high'])})"
+        text += f" [{_fmt(estimate['ci_low'])}, {_fmt(estimate['ci_high'])}]"
     return text
 
 
@@ -553,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_same_split=args.allow_same_split,
             progress=not args.no_progress,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # what the user can fix (a path, the data, no hub): no traceback
         parser.error(str(error))
     auroc = result["scores"]["ranking"]["auroc"]
     summary = f"AUROC {_fmt(auroc['value'])}"

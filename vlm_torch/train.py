@@ -408,17 +408,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         build_parser().error(str(error))
     run_dir = args.run_dir or os.path.join("runs", f"vlm-{args.model}")
-    train(
-        config,
-        model_path=args.model_path,
-        data_dir=args.data,
-        run_dir=run_dir,
-        limit=args.limit,
-        checkpoint_every=args.checkpoint_every,
-        overwrite=args.overwrite,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    try:
+        train(
+            config,
+            model_path=args.model_path,
+            data_dir=args.data,
+            run_dir=run_dir,
+            limit=args.limit,
+            checkpoint_every=args.checkpoint_every,
+            overwrite=args.overwrite,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except (ValueError, OSError) as error:  # what the user can fix (a path, a finished run, no hub): no traceback
+        build_parser().error(str(error))
+    except KeyboardInterrupt:
+        checkpoint = os.path.join(run_dir, "checkpoint")
+        saved = os.path.isdir(checkpoint)
+        where = f"the last checkpoint is in {checkpoint}" if saved else "no checkpoint was written yet"
+        print(f"\nInterrupted: {where}; run the same command again to continue.", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
