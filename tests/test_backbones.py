@@ -48,6 +48,21 @@ NATIVE_WIDTH = {
 }
 
 
+@pytest.fixture(scope="module")
+def default_backbone():
+    """``build_backbone(name, variant, weights=None)``, built once per module for the tests that only inspect
+    or call it (a build of the larger variants takes seconds); released after the module."""
+    cache = {}
+
+    def get(name, variant):
+        if (name, variant) not in cache:
+            cache[name, variant] = build_backbone(name, variant, weights=None)
+        return cache[name, variant]
+
+    yield get
+    cache.clear()
+
+
 def test_registry_lists_every_family_and_variant():
     assert available_backbones() == ("convnext", "efficientnetv2", "mobilenetv3")
     assert set(ALL_VARIANTS) == set(KERAS_APPLICATIONS)
@@ -65,11 +80,12 @@ def test_public_architecture_and_grey_stem_match_keras_application(name, variant
     grey = build_backbone(name, variant, stem="grey", **public)
     assert grey.input_shape == (None, None, None, 1) and rgb.input_shape == (None, None, None, 3)
 
+    # Eager calls, not `predict`: tracing three deep graphs per variant cost more than running them.
     x = images(rng, size=64).astype("float64")
-    expected = reference.predict(np.repeat(x, 3, axis=-1), verbose=0)
+    expected = np.asarray(reference(np.repeat(x, 3, axis=-1)))
     assert expected.shape == (2, NATIVE_WIDTH[name, variant])
-    assert_close_relative(rgb.predict(np.repeat(x, 3, axis=-1), verbose=0), expected, 1e-6, require_variation=True)
-    assert_close_relative(grey.predict(x, verbose=0), expected, 1e-6, require_variation=True)
+    assert_close_relative(rgb(np.repeat(x, 3, axis=-1)), expected, 1e-6, require_variation=True)
+    assert_close_relative(grey(x), expected, 1e-6, require_variation=True)
 
 
 @pytest.mark.parametrize("name", available_backbones())
@@ -84,9 +100,7 @@ def test_method_model_grey_stem_equals_rgb_stem_on_replicated_input(name, rng, f
 
     transfer_weights(rgb, grey, transforms={stem: sum_rgb_kernels})
     x = images(rng, size=64).astype("float64")
-    assert_close_relative(
-        grey.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, axis=-1), verbose=0), 1e-6, require_variation=True
-    )
+    assert_close_relative(grey(x), rgb(np.repeat(x, 3, axis=-1)), 1e-6, require_variation=True)
 
 
 def convnext_neighbours(variant, last_blocks):
@@ -114,8 +128,8 @@ CBAM_NEIGHBOURS = {  # each CBAM's input layer and the layer it feeds: the metho
 
 
 @pytest.mark.parametrize("name, variant", ALL_VARIANTS)
-def test_cbam_placement_by_graph_neighbours(name, variant):
-    model = build_backbone(name, variant, weights=None)
+def test_cbam_placement_by_graph_neighbours(name, variant, default_backbone):
+    model = default_backbone(name, variant)
     cbams = {layer.name: neighbours(layer) for layer in model.layers if isinstance(layer, CBAM)}
     assert cbams == CBAM_NEIGHBOURS[name, variant]
     # The feature map is the last spatial map: the pooling layer's only input.
@@ -125,11 +139,11 @@ def test_cbam_placement_by_graph_neighbours(name, variant):
     assert not [layer for layer in plain.layers if isinstance(layer, CBAM)]
 
 
-def test_efficientnetv2_and_mobilenetv3_reach_768_channels_before_cbam():
-    model = build_backbone("efficientnetv2", "m", weights=None)
+def test_efficientnetv2_and_mobilenetv3_reach_768_channels_before_cbam(default_backbone):
+    model = default_backbone("efficientnetv2", "m")
     assert model.get_layer("fused_mbconv_cbam").input.shape[-1] == 80  # stage 3 of V2-M
     assert model.get_layer("top_conv").filters == 768
-    model = build_backbone("mobilenetv3", "large", weights=None)
+    model = default_backbone("mobilenetv3", "large")
     conv = model.get_layer("feature_conv")
     assert conv.input.shape[-1] == 960 and conv.filters == 768 and conv.kernel_size == (1, 1)
 
@@ -141,8 +155,8 @@ def test_convnext_has_no_grouped_convolutions():
 
 
 @pytest.mark.parametrize("name, variant", ALL_VARIANTS)
-def test_feature_shapes_at_two_sizes(name, variant, rng):
-    model = build_backbone(name, variant, weights=None)
+def test_feature_shapes_at_two_sizes(name, variant, rng, default_backbone):
+    model = default_backbone(name, variant)
     assert model.input_shape == (None, None, None, 1)
     assert model.output_shape == (None, 768)
     for size in (64, 96):
@@ -242,8 +256,8 @@ def test_backbone_carries_its_config_through_json_and_keras_file(name, variant, 
         name=name, weights="imagenet", **config_fields(config)
     )
     x = images(rng, size=64, channels=3)
-    expected = backbone.predict(x, verbose=0)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5 * np.abs(expected).max(), rtol=0)
+    expected = np.asarray(backbone(x))
+    np.testing.assert_allclose(np.asarray(loaded(x)), expected, atol=1e-5 * np.abs(expected).max(), rtol=0)
     assert loaded.feature_map.shape == (None, 2, 2, loaded.get_layer("feature_map").output.shape[-1])
 
 

@@ -31,7 +31,7 @@ from tf_fracture.data.sources import load_split
 from tf_fracture.evaluate import model_preprocessing, sigmoid
 from tf_fracture.models import build_classifier, load_model
 from tf_fracture.train.loop import train
-from tf_fracture_export import litert, verify
+from tf_fracture_export import exporter, litert, verify
 from tf_fracture_export.__main__ import main
 from tf_fracture_export.convert import check_exportable, convert, representative_images
 from tf_fracture_export.exporter import run_thresholds
@@ -75,6 +75,20 @@ def run(tmp_path_factory):
     metrics_json = {"dataset": {"name": "synthetic_xray"}, "thresholds": {**THRESHOLDS, "sensitivity_target": 0.9}}
     (evaluation / "metrics.json").write_text(json.dumps(metrics_json))
     return path, experiment
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    """The run's ``model.keras``, loaded once (~6 s a load): the tests only call it, never change it."""
+    path, _ = run
+    return load_model(path / "model.keras", compile=False)
+
+
+@pytest.fixture(scope="module")
+def validation_images(run):
+    """``_validation(experiment)`` once: (raw images, labels, preprocessed images)."""
+    _, experiment = run
+    return _validation(experiment)
 
 
 def _reestimate_batchnorm(model, images):
@@ -131,11 +145,9 @@ def test_cli_exports_every_variant_with_metadata_verification_and_report(exporte
 
 
 @pytest.mark.parametrize("quantization", QUANTIZATIONS)
-def test_each_variant_matches_keras_within_its_tolerance(run, exported, quantization):
-    path, experiment = run
+def test_each_variant_matches_keras_within_its_tolerance(exported, model, validation_images, quantization):
     folder = exported[3]
-    model = load_model(path / "model.keras", compile=False)
-    _, labels, images = _validation(experiment)
+    _, labels, images = validation_images
     expected = _keras_probabilities(model, images)
     assert expected.std() > 0.02  # the probabilities differ image to image: the comparison can fail
     interpreter = litert.load_interpreter(folder / f"model_{quantization}.tflite")
@@ -159,17 +171,18 @@ def test_each_variant_matches_keras_within_its_tolerance(run, exported, quantiza
     assert saved["images"] == len(labels) and saved["passed"] and saved["failures"] == []
 
 
-def test_float32_is_the_keras_model_to_1e4_and_the_graph_takes_batch_1_and_gives_the_probability(run, exported):
-    path, experiment = run
+def test_float32_is_the_keras_model_to_1e4_and_the_graph_takes_batch_1_and_gives_the_probability(
+    exported, model, validation_images
+):
     interpreter = litert.load_interpreter(exported[3] / "model_float32.tflite")
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert list(inp["shape"]) == [1, SIZE, SIZE, 1] and inp["dtype"] == np.float32
     assert list(out["shape"]) == [1, 1] and out["dtype"] == np.float32
     # The raw interpreter on the 0-255 image: the sigmoid and the intensity scaling are in the graph.
-    _, _, images = _validation(experiment)
+    _, _, images = validation_images
     interpreter.set_tensor(inp["index"], images[:1].astype(np.float32))
     interpreter.invoke()
-    expected = _keras_probabilities(load_model(path / "model.keras", compile=False), images[:1])
+    expected = _keras_probabilities(model, images[:1])
     np.testing.assert_allclose(interpreter.get_tensor(out["index"])[0], expected, atol=1e-4)
 
 
@@ -211,10 +224,9 @@ def test_representative_images_are_a_seeded_sample_of_the_preprocessed_training_
     assert len(representative_images(experiment, 1000)) == len(train_images)  # all of them, once
 
 
-def test_metadata_is_complete_and_round_trips(run, exported):
+def test_metadata_is_complete_and_round_trips(run, exported, model):
     path, experiment = run
     folder = exported[3]
-    model = load_model(path / "model.keras", compile=False)
     for q in QUANTIZATIONS:
         metadata = read_metadata(folder / f"model_{q}.tflite")
         assert metadata.model_file == f"model_{q}.tflite" and metadata.quantization == q
@@ -240,9 +252,8 @@ def test_thresholds_default_to_fixed_without_an_evaluation_of_the_runs_dataset(r
 
 
 @pytest.fixture(scope="module")
-def validation(run):
-    path, experiment = run
-    model = load_model(path / "model.keras", compile=False)
+def validation(run, model):
+    _, experiment = run
     return verify.validation_set(model, experiment)
 
 
@@ -295,8 +306,14 @@ def test_an_auroc_drop_beyond_the_tolerance_fails(exported, validation):
     assert not any(f.startswith("AUROC") for f in lenient["failures"])
 
 
-def test_cli_fails_loudly_when_a_variant_is_out_of_tolerance(run, tmp_path, monkeypatch, capsys):
+def test_cli_fails_loudly_when_a_variant_is_out_of_tolerance(run, exported, tmp_path, monkeypatch, capsys):
     path, _ = run
+    # The conversion itself is what `exported` checked: this command reuses its flatbuffer (~40 s saved).
+    monkeypatch.setattr(
+        exporter,
+        "convert",
+        lambda model, quantization, **_: (exported[3] / f"model_{quantization}.tflite").read_bytes(),
+    )
     # Zero tolerance: float32's last-bit differences from Keras count as a failure.
     monkeypatch.setattr(verify, "PROBABILITY_TOLERANCES", {**PROBABILITY_TOLERANCES, "float32": 0.0})
     code = main([str(path), "--quantize", "float32", "--out", str(tmp_path), "--latency-runs", "1", "--limit", "6"])
@@ -325,8 +342,8 @@ def test_cli_refuses_bad_runs_and_arguments(run, tmp_path, capsys):
     assert "--auroc-tolerance must be in [0, 1]" in err
 
 
-def test_convert_refuses_what_it_cannot_export():
-    grey = build_classifier("mobilenetv3", "small", weights=None, input_size=SIZE, feature_dim=8)
+def test_convert_refuses_what_it_cannot_export(model):
+    grey = model  # the run's grey-stem classifier at SIZE px
     with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
         convert(grey, "int4")
     with pytest.raises(ValueError, match="int8 needs calibration images"):
@@ -345,8 +362,7 @@ def test_convert_refuses_what_it_cannot_export():
         convert(build_fusion([grey, other], input_size=SIZE), "float32")
 
 
-def test_verification_refuses_a_limit_that_leaves_one_class(run):
-    path, experiment = run
-    model = load_model(path / "model.keras", compile=False)
+def test_verification_refuses_a_limit_that_leaves_one_class(run, model):
+    _, experiment = run
     with pytest.raises(ValueError, match=r"AUROC needs both\. Raise --limit"):
         verify.validation_set(model, experiment, limit=1)

@@ -114,13 +114,28 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(dirs, tmp_path_factory):
-    config = experiment(*dirs)
+    """The one multi-task training of the module: (config, run folder, summary, snapshots, class-weight calls).
+
+    With balanced class weights (the training split is balanced: weights of 1), so that this training
+    also shows them reaching the fracture loss: a spy records every `with_fracture_class_weights` call.
+    """
+    import tf_fracture.train.loop as loop
+
+    config = experiment(*dirs, **{"train.class_weights": "balanced"})
     validation = load_split(config.data, config.data.validation_split)
     images = np.stack([e["image"] for e in validation.as_numpy_iterator()]).astype("float32")
     snapshots = Snapshots(images)
     run = RunFolder(tmp_path_factory.mktemp("runs") / "run")
-    summary = train(config, run.path, verbose=0, callbacks=[snapshots])
-    return config, run, summary, snapshots
+    calls = []
+
+    def spy(dataset, weights):
+        calls.append(dict(weights))
+        return with_fracture_class_weights(dataset, weights)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "with_fracture_class_weights", spy)
+        summary = train(config, run.path, verbose=0, callbacks=[snapshots])
+    return config, run, summary, snapshots, calls
 
 
 def history_column(run, name):
@@ -139,7 +154,7 @@ def test_the_set_has_the_body_parts_it_was_written_with(dirs):
 
 
 def test_model_keras_is_the_single_logit_classifier_of_the_best_epoch(finished):
-    _, run, summary, snapshots = finished
+    _, run, summary, snapshots, _ = finished
     model = load_model(run.model, compile=False)
     assert not isinstance(model, MultiTaskClassifier)
     assert model.output_shape == (None, 1)
@@ -150,7 +165,7 @@ def test_model_keras_is_the_single_logit_classifier_of_the_best_epoch(finished):
 
 
 def test_final_weights_are_the_classifiers_and_load_into_a_plain_classifier(finished):
-    config, run, _, snapshots = finished
+    config, run, _, snapshots, _ = finished
     plain = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, aux_body_part=False)))
     plain.load_weights(run.final_weights)
     logits = np.asarray(plain(snapshots.images, training=False))
@@ -158,7 +173,7 @@ def test_final_weights_are_the_classifiers_and_load_into_a_plain_classifier(fini
 
 
 def test_the_best_epoch_is_chosen_on_the_fracture_auroc_of_the_saved_classifier(finished):
-    config, run, summary, _ = finished
+    config, run, summary, _, _ = finished
     data = config.data
     validation = evaluation_pipeline(
         load_split(data, data.validation_split), data.preprocess_config(), data.batch_size, cache=None
@@ -172,7 +187,7 @@ def test_the_best_epoch_is_chosen_on_the_fracture_auroc_of_the_saved_classifier(
 
 
 def test_history_has_the_body_part_columns(finished):
-    _, run, _, _ = finished
+    _, run, _, _, _ = finished
     with open(run.history, newline="") as file:
         columns = csv.DictReader(file).fieldnames
     assert columns[:5] == ["epoch", "loss", "val_loss", "val_auroc", "learning_rate"]
@@ -191,7 +206,7 @@ def test_history_has_the_body_part_columns(finished):
 def test_the_body_part_head_learns_the_visible_part(finished):
     # Training-mode metrics: in 16 steps BatchNorm's moving statistics (inference mode) are still
     # mostly their initial values, so the validation images say little yet (val_* are logged, not checked).
-    _, run, _, _ = finished
+    _, run, _, _, _ = finished
     losses = history_column(run, "body_part_loss")
     assert np.all(np.isfinite(losses)) and np.all(np.isfinite(history_column(run, "val_body_part_loss")))
     assert np.all(np.diff(losses) < 0) and losses[-1] < 0.7 * losses[0], losses
@@ -209,22 +224,14 @@ def test_fracture_class_weights_weigh_the_fracture_loss_only():
     np.testing.assert_array_equal(y[BODY_PART], [0, 1, -1, 2])
 
 
-def test_multitask_training_with_balanced_class_weights(dirs, tmp_path, monkeypatch):
-    import tf_fracture.train.loop as loop
-
-    calls = []
-
-    def spy(dataset, weights):
-        calls.append(dict(weights))
-        return with_fracture_class_weights(dataset, weights)
-
-    monkeypatch.setattr(loop, "with_fracture_class_weights", spy)
-    config = experiment(*dirs, **{"train.class_weights": "balanced", "train.epochs": 1})
-    summary = train(config, tmp_path / "run", verbose=0)
+def test_multitask_training_with_balanced_class_weights(finished):
+    # The module's training (`finished`) has train.class_weights=balanced: no second training for this.
+    config, run, summary, _, calls = finished
+    assert config.train.class_weights == "balanced" and config.model.aux_body_part
     # The training split holds as many fractured as intact images: weights of 1.
     assert calls == [{0: 1.0, 1: 1.0}]
     assert summary["class_weights"] == {"0": 1.0, "1": 1.0}
-    assert load_model(RunFolder(tmp_path / "run").model, compile=False).output_shape == (None, 1)
+    assert load_model(run.model, compile=False).output_shape == (None, 1)
 
 
 def test_fusion_with_the_body_part_head_is_refused_before_any_data_is_read(tmp_path):
