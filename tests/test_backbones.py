@@ -36,6 +36,12 @@ KERAS_APPLICATIONS = {
     ("mobilenetv3", "small_minimal"): functools.partial(keras.applications.MobileNetV3Small, minimalistic=True),
 }
 ALL_VARIANTS = [(name, variant) for name in available_backbones() for variant in available_variants(name)]
+# EfficientNetV2-M is the -S builder at a larger size: the two slowest whole-network comparisons run it only with
+# -m large (about 70 s in CI); -S runs them by default, and -M's CBAM placement and config tests stay default.
+SLOW_VARIANTS = {("efficientnetv2", "m")}
+WHOLE_NETWORK_VARIANTS = [
+    pytest.param(*pair, marks=pytest.mark.large) if pair in SLOW_VARIANTS else pair for pair in ALL_VARIANTS
+]
 NATIVE_WIDTH = {
     ("convnext", "tiny"): 768,
     ("convnext", "small"): 768,
@@ -68,7 +74,7 @@ def test_registry_lists_every_family_and_variant():
     assert set(ALL_VARIANTS) == set(KERAS_APPLICATIONS)
 
 
-@pytest.mark.parametrize("name, variant", ALL_VARIANTS)
+@pytest.mark.parametrize("name, variant", WHOLE_NETWORK_VARIANTS)
 def test_public_architecture_and_grey_stem_match_keras_application(name, variant, rng, float64):
     """Our RGB rebuild equals Keras' network, and our 1-channel stem equals it on x replicated to RGB."""
     reference = KERAS_APPLICATIONS[name, variant](
@@ -169,7 +175,7 @@ def test_fixed_input_size(rng):
     assert model(images(rng, size=96)).shape == (2, 768)
 
 
-@pytest.mark.parametrize("name, variant", ALL_VARIANTS)
+@pytest.mark.parametrize("name, variant", WHOLE_NETWORK_VARIANTS)
 def test_feature_dim_equal_to_native_width_keeps_the_network_unchanged(name, variant):
     """feature_dim == the network's own width means what None means, in every family: no added or
     rebuilt layer, and every weight (EfficientNetV2's top conv included) comes from the application."""

@@ -88,7 +88,12 @@ def test_fusion_freezes_or_trains_its_members(small_classifiers):
     assert all(model.trainable for model in small_classifiers.values())
 
 
-@pytest.mark.parametrize("name", available_backbones())
+# EfficientNetV2's save/load (about 40 s) runs with -m large; test_backbones' keras-file round trip and
+# test_model_families' reload cover EfficientNetV2-S by default.
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.large) if n == "efficientnetv2" else n for n in available_backbones()],
+)
 def test_classifier_save_load_round_trip(classifiers, name, tmp_path, rng):
     model = classifiers[name]
     randomise_weights(model)
