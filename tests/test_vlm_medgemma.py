@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vlm_tiny import IMAGE_TOKENS, make_tiny_medgemma  # noqa: E402
+from vlm_tiny import IMAGE_TOKENS, load_tiny_medgemma, make_tiny_medgemma  # noqa: E402
 
-from vlm_torch.families import IGNORE_INDEX, get_family  # noqa: E402
+from vlm_torch.families import IGNORE_INDEX  # noqa: E402
 from vlm_torch.prompts import target_answer  # noqa: E402
 
 ANSWERS = [target_answer(1), target_answer(0), target_answer(1)]
@@ -18,10 +18,7 @@ ANSWERS = [target_answer(1), target_answer(0), target_answer(1)]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    path = make_tiny_medgemma(tmp_path_factory.mktemp("medgemma"))
-    family = get_family("medgemma")
-    model, processor = family.load(str(path), quantization="float32")
-    return family, model, processor
+    return load_tiny_medgemma(tmp_path_factory.mktemp("medgemma"))
 
 
 @pytest.fixture(scope="module")

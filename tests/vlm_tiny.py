@@ -187,3 +187,13 @@ def make_tiny_medgemma(path, *, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def load_tiny_medgemma(directory) -> tuple:
+    """(family, model, processor): the tiny MedGemma written into ``directory`` and loaded in float32 through the
+    family, as ``python -m vlm_torch.train`` loads a real one."""
+    from vlm_torch.families import get_family
+
+    family = get_family("medgemma")
+    model, processor = family.load(str(make_tiny_medgemma(directory)), quantization="float32")
+    return family, model, processor
