@@ -158,12 +158,14 @@ def _warp(images: np.ndarray, matrices: np.ndarray, fill_value, mask: np.ndarray
     height, width = images.shape[1:3]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for k in np.flatnonzero(mask):
-        image = images[k]
-        warped = cv2.warpAffine(
-            image, matrices[k, :6].reshape(2, 3).astype(np.float64), (width, height), flags=flags,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill_value),
-        )  # fmt: skip
-        out[k] = warped.reshape(image.shape)
+        matrix = matrices[k, :6].reshape(2, 3).astype(np.float64)
+        # One channel at a time: OpenCV's multi-channel kernels round differently, and an image must
+        # come out the same whether or not its target mask rides along as a second channel.
+        for c in range(images.shape[-1]):
+            out[k, ..., c] = cv2.warpAffine(
+                np.ascontiguousarray(images[k, ..., c]), matrix, (width, height), flags=flags,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill_value),
+            )  # fmt: skip
     return out
 
 

@@ -45,11 +45,17 @@ import tensorflow as tf
 from tf_fracture.data.augment import AugmentConfig, sample_parameters, transform_batch
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
 from tf_fracture.data.store import STORE_FORMAT, PreprocessedStore, open_store, store_key, write_store
+from tf_fracture.data.targets import NO_TARGET, target_mask
 from tf_fracture.validation import check_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 # With extra targets (multi-task), batches are (images, {FRACTURE_TARGET: labels, name: target, ...}).
 FRACTURE_TARGET = "fracture"
+# With localisation targets (guided training), batches are (images, {FRACTURE_TARGET: labels, CAM_TARGET: masks}):
+# the name of the classifier's class-activation-map output (tf_fracture.models.CAM_LAYER).
+CAM_TARGET = "cam"
+# The features a builder may hold the fracture's place in (normalised boxes; a pixel mask).
+BOXES_FEATURE, MASK_FEATURE = "fracture_boxes", "fracture_mask"
 # Examples whose raw pixels and preprocessed output enter a disk store's key (cheap: read and
 # preprocessed once per pipeline construction).
 FINGERPRINT_EXAMPLES = 8
@@ -138,8 +144,36 @@ def image_and_label(example):
     return example["image"], tf.cast(example["label"], tf.int64)
 
 
-def preprocessed(dataset: tf.data.Dataset, preprocess: PreprocessConfig) -> tf.data.Dataset:
-    """``(image uint8 (S, S, 1), label int64)`` after the deterministic preprocessing, streamed in order."""
+def tf_target_mask(example, config: PreprocessConfig) -> tf.Tensor:
+    """The example's localisation target at the model's size: uint8 ``(S, S, 1)`` (`tf_fracture.data.targets`).
+
+    Read from the example's ``fracture_mask`` (a pixel mask) when it marks any pixel, else from its
+    ``fracture_boxes``; all zero (no target) for an example with neither, or a builder without them.
+    """
+    image = example["image"]
+    boxes = example.get(BOXES_FEATURE, tf.zeros([0, 4], tf.float32))
+    mask = example.get(MASK_FEATURE, tf.zeros([0, 0, 1], tf.uint8))
+
+    def run(shape, boxes, mask):
+        return target_mask(tuple(shape[:2]), config=config, boxes=boxes, mask=mask if mask.size else None)[..., None]
+
+    out = tf.numpy_function(run, [tf.shape(image), boxes, mask], tf.uint8, stateful=False, name="target_mask")
+    out.set_shape((config.image_size, config.image_size, 1))
+    return out
+
+
+def preprocessed(dataset: tf.data.Dataset, preprocess: PreprocessConfig, localization: bool = False) -> tf.data.Dataset:
+    """``(image uint8 (S, S, 1), label int64)`` after the deterministic preprocessing, streamed in order.
+
+    With ``localization``, ``(image, label, mask uint8 (S, S, 1))``: the target of `tf_target_mask`.
+    """
+    if localization:
+
+        def with_target(example):
+            image, label = image_and_label(example)
+            return tf_preprocess(image, preprocess), label, tf_target_mask(example, preprocess)
+
+        return dataset.map(with_target, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.map(image_and_label, num_parallel_calls=AUTOTUNE)
     return dataset.map(
         lambda image, label: (tf_preprocess(image, preprocess), label), num_parallel_calls=AUTOTUNE, deterministic=True
@@ -147,7 +181,11 @@ def preprocessed(dataset: tf.data.Dataset, preprocess: PreprocessConfig) -> tf.d
 
 
 def preprocessed_store(
-    dataset: tf.data.Dataset, preprocess: PreprocessConfig, cache: str = "", source: str | None = None
+    dataset: tf.data.Dataset,
+    preprocess: PreprocessConfig,
+    cache: str = "",
+    source: str | None = None,
+    localization: bool = False,
 ) -> PreprocessedStore:
     """Every image of ``dataset`` preprocessed once, with random access.
 
@@ -160,6 +198,8 @@ def preprocessed_store(
             also covers the dataset's element spec, length and the pixels and labels of its first
             examples; name the source when two datasets could share those (e.g. a dataset built from
             a generator whose later examples changed).
+        localization: also store each image's localisation target (`tf_target_mask`: its
+            fracture mask or boxes at the image's size) as the store's ``masks``; part of the key.
 
     Raises:
         ValueError: an infinite dataset, or a damaged store in the cache directory.
@@ -173,16 +213,19 @@ def preprocessed_store(
     count = int(pairs.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
         raise ValueError("Expected a finite dataset, but got an infinite one (remove `.repeat()`).")
+    batches = _batches(dataset, preprocess, localization)
     if cache == "":
         manifest = {"source": source, "preprocess": dataclasses.asdict(preprocess)}
-        return write_store(None, "", manifest, _batches(dataset, preprocess), count if count >= 0 else None)
+        return write_store(None, "", manifest, batches, count if count >= 0 else None)
     if count < 0:  # unknown (e.g. from_generator): the key needs it; count once, without preprocessing
         count = int(pairs.reduce(np.int64(0), lambda n, _: n + 1))
     identity = _identity(pairs, preprocess, count, source)
+    if localization:
+        identity["localization_first_examples_sha256"] = _targets_fingerprint(dataset, preprocess)
     key = store_key(identity)
     store = open_store(cache, key)
     if store is None:
-        store = write_store(cache, key, identity, _batches(dataset, preprocess), count)
+        store = write_store(cache, key, identity, batches, count)
     if len(store) != count:
         raise ValueError(f"The store at {store.path!r} holds {len(store)} images but the dataset {count}: delete it.")
     return store
@@ -282,14 +325,28 @@ class TrainingPipeline:
             )
             images.set_shape((None, *size))
             labels.set_shape((None,))
+            masks = has_target = None
+            if self.store.masks is not None:
+                masks, has_target = tf.numpy_function(
+                    self.store.gather_masks, [image_index], [tf.uint8, tf.bool], stateful=False, name="gather_masks"
+                )
+                masks.set_shape((None, *size))
+                has_target.set_shape((None,))
+                # The mask rides along as a second channel: one warp, one matrix, for image and target.
+                images = tf.concat([images, masks], axis=-1)
             if self.augment is not None:
                 where = copy > 0 if self.copies else None  # originals stay untouched
                 transforms = tf.unstack(parameters, 5, axis=1)
                 images = transform_batch(images, transforms, self.augment.fill_value, where=where)
+            if masks is not None:
+                images, masks = images[..., :1], images[..., 1:]
             images, labels = tf.cast(images, tf.float32), tf.cast(labels, tf.float32)
-            if not self.store.targets:
-                return images, labels
-            return images, _with_targets(labels, self.store, image_index)
+            targets = {FRACTURE_TARGET: labels}
+            if masks is not None:
+                targets[CAM_TARGET] = target_batch(masks, has_target)
+            if self.store.targets:
+                targets = _with_targets(targets, self.store, image_index)
+            return (images, targets) if len(targets) > 1 else (images, labels)
 
         batches = elements.batch(self.config.batch_size, drop_remainder=self.config.drop_remainder)
         return batches.map(load, num_parallel_calls=AUTOTUNE, deterministic=self.config.deterministic)
@@ -303,6 +360,7 @@ def training_pipeline(
     *,
     source: str | None = None,
     targets: Mapping[str, np.ndarray] | None = None,
+    localization: bool = False,
 ) -> TrainingPipeline:
     """Preprocesses ``dataset`` once (or reads its cached store) and returns its training epochs.
 
@@ -316,6 +374,9 @@ def training_pipeline(
         targets: further per-image integer targets by name, in ``dataset``'s order (e.g. ``{"body_part":
             split_metadata(name, split)["body_parts"]}``); the batches' labels then become a dict
             ``{"fracture": labels, **targets}`` (see :class:`TrainingPipeline`).
+        localization: store each image's localisation target and add it to the batches' labels as
+            ``"cam"``: float32 ``(B, S, S, 1)`` in [0, 1], warped with its image, `NO_TARGET` (-1)
+            for images without one (see `tf_fracture.data.targets`).
 
     Example:
         >>> split = tfds.load("synthetic_xray/tiny", split="train")
@@ -323,7 +384,7 @@ def training_pipeline(
         >>> images, labels = next(iter(pipeline.epoch(0)))
     """
     config = PipelineConfig() if config is None else config
-    store = preprocessed_store(dataset, preprocess, config.cache, source)
+    store = preprocessed_store(dataset, preprocess, config.cache, source, localization)
     if targets:
         store = store.with_targets(targets)
     return TrainingPipeline(store, config, augment)
@@ -364,14 +425,20 @@ def evaluation_pipeline(
     return dataset.with_options(_options(True)).prefetch(AUTOTUNE)
 
 
-def _with_targets(labels, store: PreprocessedStore, indices) -> dict:
+def target_batch(masks, has_target) -> tf.Tensor:
+    """Stored uint8 masks ``(B, S, S, 1)`` -> float32 in [0, 1]; `NO_TARGET` everywhere where ``has_target`` is False."""
+    masks = tf.cast(masks, tf.float32) / 255.0
+    return tf.where(tf.reshape(tf.cast(has_target, tf.bool), [-1, 1, 1, 1]), masks, tf.fill(tf.shape(masks), NO_TARGET))
+
+
+def _with_targets(targets: dict, store: PreprocessedStore, indices) -> dict:
     names = tuple(store.targets)
     values = tf.numpy_function(
         store.gather_targets, [indices], [tf.int32] * len(names), stateful=False, name="gather_targets"
     )
     for value in values:
         value.set_shape((None,))
-    return {FRACTURE_TARGET: labels, **dict(zip(names, values, strict=True))}
+    return {**targets, **dict(zip(names, values, strict=True))}
 
 
 def _zip_targets(dataset: tf.data.Dataset, targets: Mapping[str, np.ndarray], batch_size: int, count: int):
@@ -399,9 +466,17 @@ def _preprocess_numpy(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarra
     return preprocess(pixels, config)[..., np.newaxis]
 
 
-def _batches(dataset, preprocess):
-    stream = preprocessed(dataset, preprocess).batch(_BUILD_BATCH).prefetch(AUTOTUNE)
+def _batches(dataset, preprocess, localization=False):
+    stream = preprocessed(dataset, preprocess, localization).batch(_BUILD_BATCH).prefetch(AUTOTUNE)
     return stream.as_numpy_iterator()
+
+
+def _targets_fingerprint(dataset: tf.data.Dataset, preprocess: PreprocessConfig) -> str:
+    """SHA-256 of the first examples' target masks: a change in the boxes (or their rasterising) is a new store."""
+    digest = hashlib.sha256()
+    for mask in dataset.take(FINGERPRINT_EXAMPLES).map(lambda e: tf_target_mask(e, preprocess)).as_numpy_iterator():
+        digest.update(mask.tobytes())
+    return digest.hexdigest()
 
 
 def _identity(pairs: tf.data.Dataset, preprocess: PreprocessConfig, count: int, source: str | None) -> dict:
