@@ -6,9 +6,11 @@ Every model takes raw pixel values in [0, 255] and returns one fracture *logit*.
 """
 
 from tf_fracture.models.classifier import (
+    CAM_LAYER,
     LOGIT_LAYER,
     FractureClassifier,
     build_classifier,
+    cam_model,
     feature_extractor,
     feature_map_model,
 )
@@ -18,6 +20,7 @@ from tf_fracture.models.saving import load_model
 
 __all__ = [
     "BODY_PART",
+    "CAM_LAYER",
     "FRACTURE",
     "LOGIT_LAYER",
     "FractureClassifier",
@@ -27,6 +30,7 @@ __all__ = [
     "MultiTaskClassifier",
     "build_classifier",
     "build_fusion",
+    "cam_model",
     "feature_extractor",
     "feature_map_model",
     "load_model",

@@ -8,6 +8,14 @@ call), so every backbone layer, the ``"feature_map"`` in particular, is reachabl
 classifier's own input: `feature_map_model` gives image -> (feature map, logit) with gradients
 that flow, which Grad-CAM needs. (A nested backbone's tensors belong to the inner graph, and
 calling it again makes a new node whose map the logit does not depend on.)
+
+The head is a class activation map (CAM, Zhou et al. 2016): a 1x1 convolution (a ``Dense`` on the
+last axis) of the feature map gives one logit per position, ``"cam"``, and the logit is its spatial
+mean. For a head of pooling + dense this is the same function (the mean of a linear map is the
+linear map of the mean), so the CAM is the classifier itself, not a saliency estimate: it is what
+guided training supervises, what `cam_model` returns and what the edge export carries. Layers a
+family applies after pooling (ConvNeXt's head LayerNorm and projection) run at every position
+instead; for ConvNeXt, whose LayerNorm is not linear, that is the one change to the published head.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from tf_fracture.models.saving import as_json_dict
 from tf_fracture.validation import check_rate
 
 LOGIT_LAYER = "logit"
+CAM_LAYER = "cam"
 
 
 @keras.saving.register_keras_serializable(package="tf_fracture")
@@ -54,10 +63,11 @@ class FractureClassifier(keras.Model):
             )
         check_rate("dropout", dropout)
         preprocessing = as_json_dict(preprocessing)
-        x = backbone.output
+        x = _per_position_head(backbone)
         if dropout:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        logit = keras.layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
+        cam = keras.layers.Dense(1, name=CAM_LAYER, dtype="float32")(x)
+        logit = keras.layers.GlobalAveragePooling2D(name=LOGIT_LAYER, dtype="float32")(cam)
         name = kwargs.pop("name", None) or f"{backbone.name}_classifier"
         trainable = kwargs.pop("trainable", True)
         frozen_layers = kwargs.pop("frozen_layers", ())
@@ -71,6 +81,11 @@ class FractureClassifier(keras.Model):
     def feature_map(self) -> keras.KerasTensor:
         """The backbone's last spatial map, a tensor of this model's graph."""
         return self.get_layer(FEATURE_MAP).output
+
+    @property
+    def cam(self) -> keras.KerasTensor:
+        """The class activation map ``(batch, h, w, 1)`` float32 whose spatial mean is the logit."""
+        return self.get_layer(CAM_LAYER).output
 
     def get_config(self):
         return {
@@ -130,7 +145,7 @@ def build_classifier(
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The sub-model of a backbone or classifier from its image input to its ``"features"`` layer."""
-    features = _layer_output(model, FEATURES)
+    features = pooled_features(model)
     return keras.Model(model.input, features, name=f"{model.name.removesuffix('_classifier')}_features")
 
 
@@ -147,6 +162,79 @@ def feature_map_model(model: keras.Model) -> keras.Model:
         raise ValueError(f"Expected a classifier with one logit output, but {model.name!r} outputs {model.output}.")
     feature_map = _layer_output(model, FEATURE_MAP)
     return keras.Model(model.input, [feature_map, model.output], name=f"{model.name}_feature_map")
+
+
+def pooled_features(model: keras.Model) -> keras.KerasTensor:
+    """The backbone's pooled ``"features"`` tensor, connected to ``model``'s input (a backbone or a classifier).
+
+    A classifier's logit comes from its CAM, so its own graph does not pass through the pooled
+    features; they are still a tensor on its input, through the backbone's graph.
+    """
+    if isinstance(model, FractureClassifier):
+        return model.backbone.get_layer(FEATURES).output
+    return _layer_output(model, FEATURES)
+
+
+def cam_model(model: keras.Model) -> keras.Model:
+    """image -> ``(cam, logit)``: the classifier's own class activation map and its logit, from one call.
+
+    ``cam`` is ``(batch, h, w, 1)`` float32 at the feature map's resolution and ``logit`` equals its
+    spatial mean. For a `FusionModel`, whose head is an MLP on pooled features and so has no map of
+    its own, ``cam`` is a list with one map per member (each member's own classifier CAM, from the
+    member's copy inside the fusion).
+
+    Example:
+        >>> cams, logits = cam_model(classifier)(images)
+        >>> np.allclose(cams.numpy().mean(axis=(1, 2)), logits.numpy(), atol=1e-5)
+        True
+    """
+    if isinstance(model, FractureClassifier) or _has_layer(model, CAM_LAYER):
+        return keras.Model(model.input, [_layer_output(model, CAM_LAYER), model.output], name=f"{model.name}_cam")
+    members = getattr(model, "members", None)
+    if members:
+        raise ValueError(
+            f"{model.name!r} is a fusion model: its logit comes from an MLP on pooled features, not from a map. "
+            "Use `member_cams(fusion)` for one CAM per member."
+        )
+    raise ValueError(
+        f"Model {model.name!r} has no class activation map (no layer named {CAM_LAYER!r}); build it with "
+        "tf_fracture.models.build_classifier."
+    )
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    try:
+        model.get_layer(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _per_position_head(backbone: Backbone) -> keras.KerasTensor:
+    """The feature map with the layers that follow the backbone's pooling applied at every position.
+
+    Every family pools its ``"feature_map"`` with one ``GlobalAveragePooling2D`` and may apply
+    per-vector layers after it (ConvNeXt: LayerNorm, and a Dense projection to another width);
+    those act on the last axis, so they run unchanged on the map.
+    """
+    chain = []
+    tensor = backbone.get_layer(FEATURES).output
+    while True:
+        layer, node_index, _ = tensor._keras_history
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        if len(inputs) != 1:
+            raise ValueError(f"Backbone {backbone.name!r}: layer {layer.name!r} after pooling is not a single chain.")
+        if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            break
+        chain.append(layer)
+        tensor = inputs[0]
+    if inputs[0] is not backbone.feature_map:
+        raise ValueError(f"Backbone {backbone.name!r} does not pool its {FEATURE_MAP!r} layer directly.")
+    x = backbone.feature_map
+    for layer in reversed(chain):
+        if not isinstance(layer, keras.layers.Identity):
+            x = layer(x)
+    return x
 
 
 def _layer_output(model: keras.Model, name: str):

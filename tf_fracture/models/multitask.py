@@ -35,25 +35,31 @@ from collections.abc import Sequence
 
 import keras
 
-from tf_fracture.backbones import FEATURES
-from tf_fracture.models.classifier import FractureClassifier
+from tf_fracture.models.classifier import CAM_LAYER, FractureClassifier, pooled_features
 from tf_fracture.validation import check_int, check_number
 
-__all__ = ["BODY_PART", "FRACTURE", "MultiTaskClassifier", "multitask_loss", "with_body_part_head"]
+__all__ = ["BODY_PART", "CAM", "FRACTURE", "MultiTaskClassifier", "multitask_loss", "with_body_part_head", "with_cam"]
 
 FRACTURE = "fracture"  # the output (and target) names; tf_fracture.data.pipeline.FRACTURE_TARGET matches
 BODY_PART = "body_part"
+CAM = CAM_LAYER  # the class activation map as an output, for guided training (tf_fracture.train.losses)
 IGNORED_PART = -1  # a target of -1 (an image without a known body part) adds no body-part loss
 
 
 @keras.saving.register_keras_serializable(package="tf_fracture")
 class MultiTaskClassifier(keras.Model):
-    """A :class:`FractureClassifier` with a body-part head on its pooled features; outputs a dict.
+    """A :class:`FractureClassifier` with further outputs for training: a dict of ``"fracture"`` and the others.
+
+    The further outputs: a body-part head on the pooled features (``num_parts`` classes), and/or the
+    classifier's own class activation map ``"cam"`` ``(B, h, w, 1)`` (``cam=True``), which guided
+    training supervises with the fracture's box (`tf_fracture.train.losses.LocalizationLoss`).
+    Both are read from the classifier's layers, so training this model trains ``.classifier``.
 
     Args:
         classifier: the single-logit classifier; its layers become this model's (shared).
-        num_parts: number of body-part classes.
+        num_parts: number of body-part classes, or 0 for no body-part head.
         part_names: their names in label order (kept in the config for reports), or empty.
+        cam: add the class activation map as the output ``"cam"``.
 
     Example:
         >>> model = with_body_part_head(build_classifier("mobilenetv3", "small", weights=None), 7)
@@ -63,27 +69,42 @@ class MultiTaskClassifier(keras.Model):
         (None, 1)
     """
 
-    def __init__(self, classifier: FractureClassifier, num_parts: int, part_names: Sequence[str] = (), **kwargs):
+    def __init__(
+        self,
+        classifier: FractureClassifier,
+        num_parts: int = 0,
+        part_names: Sequence[str] = (),
+        cam: bool = False,
+        **kwargs,
+    ):
         if not isinstance(classifier, FractureClassifier):
             raise ValueError(
                 "Expected `classifier` to be a FractureClassifier (see tf_fracture.models.build_classifier), "
                 f"but got {type(classifier).__name__}."
             )
-        check_int("num_parts", num_parts, minimum=2)
+        if num_parts != 0:
+            check_int("num_parts", num_parts, minimum=2)
         part_names = [str(p) for p in part_names]
         if part_names and len(part_names) != num_parts:
             raise ValueError(f"Expected {num_parts} `part_names`, but got {len(part_names)}: {part_names}.")
-        features = classifier.get_layer(FEATURES).output
-        parts = keras.layers.Dense(num_parts, name=f"{BODY_PART}_logits", dtype="float32")(features)
+        if not isinstance(cam, bool):
+            raise ValueError(f"Expected `cam` to be True or False, but got `cam={cam!r}`.")
+        if not num_parts and not cam:
+            raise ValueError("A MultiTaskClassifier needs a body-part head (`num_parts` >= 2) or `cam=True`.")
+        outputs = {FRACTURE: classifier.output}
+        if num_parts:
+            features = pooled_features(classifier)
+            outputs[BODY_PART] = keras.layers.Dense(num_parts, name=f"{BODY_PART}_logits", dtype="float32")(features)
+        if cam:
+            outputs[CAM] = classifier.cam
         name = kwargs.pop("name", None) or f"{classifier.name.removesuffix('_classifier')}_multitask"
         trainable = kwargs.pop("trainable", True)
-        super().__init__(
-            inputs=classifier.input, outputs={FRACTURE: classifier.output, BODY_PART: parts}, name=name, **kwargs
-        )
+        super().__init__(inputs=classifier.input, outputs=outputs, name=name, **kwargs)
         self.trainable = trainable
         self.classifier = classifier
         self.num_parts = num_parts
         self.part_names = part_names
+        self.cam = cam
 
     @property
     def preprocessing(self):
@@ -96,6 +117,7 @@ class MultiTaskClassifier(keras.Model):
             "classifier": keras.saving.serialize_keras_object(self.classifier),
             "num_parts": self.num_parts,
             "part_names": list(self.part_names),
+            "cam": self.cam,
         }
 
     @classmethod
@@ -111,6 +133,13 @@ def with_body_part_head(
 ) -> MultiTaskClassifier:
     """``classifier`` with an auxiliary body-part head (see the module's docstring for the training API)."""
     return MultiTaskClassifier(classifier, num_parts, part_names, **({"name": name} if name else {}))
+
+
+def with_cam(
+    classifier: FractureClassifier, *, num_parts: int = 0, part_names: Sequence[str] = ()
+) -> MultiTaskClassifier:
+    """``classifier`` with its class activation map as the output ``"cam"`` (and a body-part head if ``num_parts``)."""
+    return MultiTaskClassifier(classifier, num_parts, part_names, cam=True)
 
 
 def multitask_loss(aux_loss_weight: float) -> dict:
