@@ -52,6 +52,7 @@ SCHEDULES = ("cosine_restarts", "constant")
 CLASS_WEIGHTS = ("none", "balanced")
 MIXED_PRECISION = (None, "bf16", "fp16")
 DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
+LOCALIZATION_LOSSES = ("none", "energy", "bce")  # tf_fracture.train.losses.LOCALIZATION_LOSSES
 
 
 def _help(text: str, default=dataclasses.MISSING, **kwargs):
@@ -165,6 +166,12 @@ class ModelConfig:
     fusion_dropout: float = _help("Fusion only: dropout rate in the fusion head.", 0.3)
     aux_body_part: bool = _help("Add an auxiliary body-part head (multi-task) where the dataset has body parts.", False)
     aux_loss_weight: float = _help("Weight of the body-part loss beside the fracture loss.", 0.3)
+    localization_loss: str = _help(
+        "Guided training: 'energy' | 'bce' asks the class activation map to sit on the fracture box "
+        "(only where the dataset has boxes; images without one add nothing) | 'none'.",
+        "energy",
+    )
+    localization_weight: float = _help("Weight of the localisation loss beside the fracture loss.", 1.0)
 
     def __post_init__(self):
         check_choice("backbone", self.backbone, (*BACKBONES, FUSION))
@@ -187,6 +194,8 @@ class ModelConfig:
         check_rate("fusion_dropout", self.fusion_dropout)
         _check_bool("aux_body_part", self.aux_body_part)
         check_number("aux_loss_weight", self.aux_loss_weight, 0.0)
+        check_choice("localization_loss", self.localization_loss, LOCALIZATION_LOSSES)
+        check_number("localization_weight", self.localization_weight, 0.0)
 
 
 @dataclass(frozen=True)
@@ -276,6 +285,15 @@ class ExperimentConfig:
                 f"`model.aux_body_part` needs a dataset with body parts ({', '.join(with_parts)}), "
                 f"but `data.dataset={self.data.dataset!r}` has none."
             )
+
+    @property
+    def guided(self) -> bool:
+        """Whether the training has a localisation loss: one is configured and the dataset has fracture boxes."""
+        return (
+            self.model.localization_loss != "none"
+            and self.model.backbone != FUSION
+            and get_dataset_spec(self.data.dataset).boxes_feature is not None
+        )
 
     def to_dict(self) -> dict:
         """The nested plain-Python form (tuples become lists), as written to ``config.json``."""

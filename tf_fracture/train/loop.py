@@ -38,6 +38,7 @@ from tf_fracture.train.model_factory import (
     class_weights,
     compile_arguments,
     current_learning_rates,
+    is_multitask,
     with_fracture_class_weights,
 )
 from tf_fracture.train.run import RunFolder, write_json
@@ -131,9 +132,11 @@ def train(
         model = build_model(experiment)
         optimizer = build_optimizer(settings, model, pipeline.steps_per_epoch)
         model.compile(
-            optimizer=optimizer, **compile_arguments(model, experiment.model.aux_loss_weight), jit_compile=settings.xla
+            optimizer=optimizer,
+            **compile_arguments(model, experiment.model.aux_loss_weight, experiment.model),
+            jit_compile=settings.xla,
         )
-    multitask = validation_parts is not None
+    multitask = is_multitask(model)  # dict outputs: class weights go in per-output sample weights
     if multitask and weights:
         batches = with_fracture_class_weights(batches, weights)
     best = BestModel(run.model)
@@ -175,7 +178,9 @@ def train(
         "train_images": len(pipeline.store),
         "validation_images": int(validation_labels.size),
         "class_weights": {str(k): v for k, v in weights.items()} if weights else None,
-        "aux_body_part": multitask,
+        "aux_body_part": validation_parts is not None,
+        "localization_loss": experiment.model.localization_loss if experiment.guided else "none",
+        "train_images_with_box": int(pipeline.store.has_target.sum()),
         "images_per_second": throughput.images_per_second,
         "seconds": time.perf_counter() - started,
         "model": str(run.model),
@@ -221,6 +226,7 @@ def _data(experiment):
         AugmentConfig() if data.augment else None,
         source=source_name(data, data.train_split),
         targets=targets(data.train_split),
+        localization=experiment.guided,
     )
     split = load_split(data, data.validation_split)
     validation = evaluation_pipeline(

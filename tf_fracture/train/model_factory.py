@@ -17,12 +17,13 @@ from tf_fracture.configs.datasets import get_dataset_spec
 from tf_fracture.models import FusionConfig, build_classifier, build_fusion, load_model
 from tf_fracture.models.multitask import (
     BODY_PART,
+    CAM,
     FRACTURE,
     IGNORED_PART,
     MultiTaskClassifier,
     multitask_loss,
-    with_body_part_head,
 )
+from tf_fracture.train.losses import LocalizationLoss
 from tf_fracture.train.optimizers import TorchSGD, optimizer_for_groups
 from tf_fracture.train.run import model_file
 from tf_fracture.train.schedules import CosineAnnealingWarmRestarts
@@ -83,9 +84,9 @@ def build_model(experiment) -> keras.Model:
     if config.init_from:
         copy_weights(load_model(model_file(config.init_from), compile=False), model)
     set_batchnorm_momentum(model, TRAINING_BATCHNORM_MOMENTUM)
-    if config.aux_body_part:
-        parts = get_dataset_spec(data.dataset).body_part_names
-        model = with_body_part_head(model, len(parts), part_names=parts)
+    if config.aux_body_part or experiment.guided:
+        parts = get_dataset_spec(data.dataset).body_part_names if config.aux_body_part else ()
+        model = MultiTaskClassifier(model, len(parts), part_names=parts, cam=experiment.guided)
     return model
 
 
@@ -101,21 +102,31 @@ def check_model_config(experiment) -> None:
         )
 
 
-def compile_arguments(model: keras.Model, aux_loss_weight: float) -> dict:
+def compile_arguments(model: keras.Model, aux_loss_weight: float, model_config=None) -> dict:
     """``loss`` (+ ``loss_weights``) and ``metrics`` for ``compile``: the loss is always on logits.
 
     A single-logit model: binary cross-entropy and the training AUROC (``"auroc"``). A
     `MultiTaskClassifier`: `multitask_loss` (fracture + ``aux_loss_weight`` x body part), the AUROC
     on the fracture logit (Keras logs it as ``"fracture_auroc"``) and the body-part accuracy over
-    images with a known part (``"body_part_accuracy"``).
+    images with a known part (``"body_part_accuracy"``). With a ``"cam"`` output (guided training),
+    ``model_config.localization_weight`` x `LocalizationLoss` of ``model_config.localization_loss``.
     """
     auroc = keras.metrics.AUC(from_logits=True, name="auroc")
     if not is_multitask(model):
         return {"loss": keras.losses.BinaryCrossentropy(from_logits=True), "metrics": [auroc]}
-    return {
-        **multitask_loss(aux_loss_weight),
-        "metrics": {FRACTURE: [auroc], BODY_PART: [KnownPartAccuracy(name="accuracy")]},
-    }
+    losses = multitask_loss(aux_loss_weight)
+    loss = {FRACTURE: losses["loss"][FRACTURE]}
+    weights = {FRACTURE: 1.0}
+    metrics = {FRACTURE: [auroc]}
+    if model.num_parts:
+        loss[BODY_PART], weights[BODY_PART] = losses["loss"][BODY_PART], losses["loss_weights"][BODY_PART]
+        metrics[BODY_PART] = [KnownPartAccuracy(name="accuracy")]
+    if model.cam:
+        if model_config is None:
+            raise ValueError("A model with a 'cam' output needs `model_config` (its localisation loss and weight).")
+        loss[CAM] = LocalizationLoss(model_config.localization_loss, name="localization_loss")
+        weights[CAM] = float(model_config.localization_weight)
+    return {"loss": loss, "loss_weights": weights, "metrics": metrics}
 
 
 def is_multitask(model: keras.Model) -> bool:

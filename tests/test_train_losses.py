@@ -1,0 +1,87 @@
+"""The localisation loss: NumPy references, partial supervision, serialisation."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_fracture.data.targets import NO_TARGET
+from tf_fracture.train.losses import LocalizationLoss, cell_targets
+
+S, H = 16, 4  # image size, map size: cells of 4x4 pixels
+
+
+def batch(rng):
+    """3 images: a box on cells (0..1, 1), no target, a box on cell (3, 3) that only grazes it."""
+    targets = np.zeros((3, S, S, 1), np.float32)
+    targets[0, 1:7, 5:8] = 1.0  # rows 1..6 -> cells 0 and 1; columns 5..7 -> cell 1
+    targets[1] = NO_TARGET
+    targets[2, 15, 15] = 0.25  # one soft pixel still puts its cell in the box
+    cams = rng.normal(size=(3, H, H, 1)).astype(np.float32)
+    return targets, cams
+
+
+def reference_cells(targets):
+    cells = np.zeros((len(targets), H, H, 1), np.float32)
+    blocks = np.maximum(targets, 0).reshape(len(targets), H, S // H, H, S // H, 1)
+    cells[:] = blocks.max(axis=(2, 4)) > 0
+    return cells
+
+
+def test_cells_touching_the_target_are_in_the_box(rng):
+    targets, _ = batch(rng)
+    cells = keras.ops.convert_to_numpy(cell_targets(np.maximum(targets, 0), (H, H)))
+    np.testing.assert_array_equal(cells, reference_cells(targets))
+    assert cells[0, :2, 1].all() and cells[0].sum() == 2 and cells[2, 3, 3, 0] == 1 and cells[2].sum() == 1
+
+
+def test_energy_loss_is_the_share_of_positive_evidence_outside_the_box(rng):
+    targets, cams = batch(rng)
+    cells = reference_cells(targets)
+    positive = np.maximum(cams, 0)
+    share = (positive * cells).sum(axis=(1, 2, 3)) / (positive.sum(axis=(1, 2, 3)) + 1e-6)
+    expected = np.mean(1 - share[[0, 2]])  # the image without a target is left out of the mean
+    loss = float(LocalizationLoss("energy")(targets, cams))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_bce_loss_is_the_mean_cell_cross_entropy(rng):
+    targets, cams = batch(rng)
+    cells = reference_cells(targets)
+    p = 1 / (1 + np.exp(-cams.astype(np.float64)))
+    per_image = -(cells * np.log(p) + (1 - cells) * np.log(1 - p)).mean(axis=(1, 2, 3))
+    loss = float(LocalizationLoss("bce")(targets, cams))
+    np.testing.assert_allclose(loss, per_image[[0, 2]].mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["energy", "bce"])
+def test_images_without_a_target_add_no_loss_and_no_gradient(kind, rng):
+    targets, cams = batch(rng)
+    cams = tf.Variable(cams)
+    with tf.GradientTape() as tape:
+        loss = LocalizationLoss(kind)(targets, cams)
+    gradient = tape.gradient(loss, cams).numpy()
+    assert np.all(gradient[1] == 0) and np.any(gradient[0] != 0)
+    none = np.full_like(targets, NO_TARGET)
+    assert float(LocalizationLoss(kind)(none, cams)) == 0.0  # a batch of negatives: no localisation loss
+    # The image without a target changes nothing: the loss of the other two alone.
+    alone = LocalizationLoss(kind)(targets[[0, 2]], cams.numpy()[[0, 2]])
+    np.testing.assert_allclose(float(loss), float(alone), rtol=1e-6)
+
+
+def test_energy_is_zero_when_all_evidence_is_inside_the_box():
+    targets = np.zeros((1, S, S, 1), np.float32)
+    targets[0, :4, :4] = 1.0
+    cams = np.full((1, H, H, 1), -3.0, np.float32)
+    cams[0, 0, 0] = 5.0
+    assert float(LocalizationLoss("energy")(targets, cams)) == pytest.approx(0.0, abs=1e-6)
+    cams[0, 3, 3] = 5.0  # as much evidence outside: half
+    assert float(LocalizationLoss("energy")(targets, cams)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_config_round_trip_and_bad_kind():
+    loss = LocalizationLoss("bce")
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again, LocalizationLoss) and again.kind == "bce"
+    with pytest.raises(ValueError, match="kind"):
+        LocalizationLoss("none")
