@@ -426,7 +426,7 @@ def evaluation_pipeline(
 
 
 def target_batch(masks, has_target) -> tf.Tensor:
-    """Stored uint8 masks ``(B, S, S, 1)`` -> float32 in [0, 1]; `NO_TARGET` everywhere where ``has_target`` is False."""
+    """Stored uint8 masks ``(B, S, S, 1)`` -> float32 in [0, 1]; `NO_TARGET` wherever ``has_target`` is False."""
     masks = tf.cast(masks, tf.float32) / 255.0
     return tf.where(tf.reshape(tf.cast(has_target, tf.bool), [-1, 1, 1, 1]), masks, tf.fill(tf.shape(masks), NO_TARGET))
 
