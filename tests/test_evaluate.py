@@ -7,6 +7,7 @@ all these tests need: every expected number is recomputed from the model's own p
 
 import json
 
+import keras
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -15,28 +16,30 @@ from tf_fracture import metrics
 from tf_fracture.configs import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
 from tf_fracture.data.sources import load_split
+from tf_fracture.data.synthetic import generate_radiograph
 from tf_fracture.evaluate import REPORT_FILES, model_preprocessing, predict, sigmoid
 from tf_fracture.evaluate.__main__ import main
-from tf_fracture.models import build_classifier, load_model
-from tf_fracture.models.classifier import feature_extractor
+from tf_fracture.models import CAM_LAYER, build_classifier, load_model
 
 PREPROCESS = PreprocessConfig(64, unsharp_kernel=5)
 
 
 def _spread_logits(model, data, seed):
-    """Rescales the logit layer so that the untrained model's probabilities spread over (0, 1).
+    """Rescales the CAM head so that the untrained model's probabilities spread over (0, 1).
 
-    At initialisation MobileNetV3's pooled features are tiny (about 1e-12) though they differ from
-    image to image: every probability would be 0.5 and every metric degenerate.
+    At initialisation MobileNetV3's features are tiny (about 1e-12) though they differ from image to
+    image: every probability would be 0.5 and every metric degenerate. The logit is the spatial mean
+    of the CAM, a Dense on the per-position features, so it is the kernel applied to their mean.
     """
     examples = list(load_split(data, "train").as_numpy_iterator())
     images = np.stack([preprocess(e["image"][..., 0], PREPROCESS)[..., None] for e in examples]).astype(np.float32)
-    features = np.asarray(feature_extractor(model)(images), dtype=np.float64)
+    per_position = keras.Model(model.input, model.get_layer(CAM_LAYER).input)
+    features = np.asarray(per_position(images), dtype=np.float64).mean(axis=(1, 2))
     direction = np.random.default_rng(seed).normal(size=features.shape[1])
     projected = features @ direction
     scale = 2.0 / projected.std()
     kernel = (direction * scale)[:, None].astype(np.float32)
-    model.get_layer("logit").set_weights([kernel, np.array([-projected.mean() * scale], np.float32)])
+    model.get_layer(CAM_LAYER).set_weights([kernel, np.array([-projected.mean() * scale], np.float32)])
 
 
 def _make_run(path, data, attention, seed):
@@ -141,6 +144,42 @@ def test_cli_writes_the_report_of_one_run(runs, capsys):
     np.testing.assert_allclose([float(r.split(",")[2]) for r in rows[1:]], test_scores, atol=1e-6)
     report = (out / "report.md").read_text()
     assert "# Evaluation of `cbam` on synthetic_xray `test`" in report and "CBAM on" in report
+    assert "## Shortcut tests" in report and "### Counterfactual pairs" in report
+
+
+def test_cli_runs_the_shortcut_tests_the_data_allow(runs):
+    data, run, _ = runs
+    out = run / "evaluation" / "shortcuts"
+    assert main([str(run), "--resamples", "50", "--out", str(out)]) == 0
+    shortcuts = json.loads((out / "metrics.json").read_text())["shortcut_tests"]
+    # synthetic_xray has no strata and no metadata flags: skipped, with the reason.
+    assert "no body parts or hardware" in shortcuts["strata"]["skipped"]
+    assert "synthetic_xray has no metadata flags" in shortcuts["metadata_baseline"]["skipped"]
+
+    model = load_model(run / "model.keras", compile=False)
+    examples = list(load_split(data, "test").as_numpy_iterator())
+    boxed = [e for e in examples if e["label"] == 1 and len(e["fracture_boxes"])]
+    inputs = np.stack([preprocess(e["image"][..., 0], PREPROCESS) for e in boxed]).astype(np.float32)
+    occlusion = shortcuts["occlusion"]
+    assert occlusion["n"] == len(boxed) > 0 and occlusion["skipped"] is None
+    original = np.asarray(model(inputs[..., None]))[:, 0]
+    assert occlusion["box_removed"]["logit"]["mean_reference"] == pytest.approx(original.mean(), rel=1e-4, abs=1e-5)
+    maps = shortcuts["localisation"]["maps"]
+    assert list(maps) == ["cam", model.backbone.name] and maps["cam"]["n"] == len(boxed)
+
+    # The counterfactual pairs recomputed here: every test scene rendered with and without its fracture.
+    indices = [int(e["patient_id"].decode().rsplit("p", 1)[1]) for e in examples]
+    pairs = [
+        [preprocess(generate_radiograph(i, size=64, seed=0, fracture=f).image, PREPROCESS) for i in indices]
+        for f in (False, True)
+    ]
+    clean, fractured = (np.asarray(model(np.stack(p)[..., None].astype(np.float32)))[:, 0] for p in pairs)
+    counterfactual = shortcuts["counterfactual"]
+    assert counterfactual["n_pairs"] == len(examples) == 8
+    assert counterfactual["rendering"]["indices"] == indices
+    share = np.mean((fractured > clean) + 0.5 * (fractured == clean))
+    assert counterfactual["share_fractured_higher"]["value"] == pytest.approx(share)
+    assert counterfactual["logit"]["mean_change"]["value"] == pytest.approx(np.mean(fractured - clean), abs=1e-4)
 
 
 def test_cli_refuses_thresholds_from_the_scored_split(runs, capsys):
@@ -152,7 +191,8 @@ def test_cli_refuses_thresholds_from_the_scored_split(runs, capsys):
 def test_cli_compares_the_ablation_side_by_side(runs, tmp_path, capsys):
     _, with_cbam, without = runs
     out = tmp_path / "ablation"
-    assert main([str(with_cbam), str(without), "--out", str(out), "--resamples", "100"]) == 0
+    argv = [str(with_cbam), str(without), "--out", str(out), "--resamples", "100", "--no-shortcut-tests"]
+    assert main(argv) == 0
     assert str(out / "comparison.md") in capsys.readouterr().out
     for name in ("cbam", "no_cbam"):
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(REPORT_FILES)
@@ -163,3 +203,12 @@ def test_cli_compares_the_ablation_side_by_side(runs, tmp_path, capsys):
         assert row["metrics"]["AUROC"] == run_metrics["ranking"]["auroc"]
     table = (out / "comparison.md").read_text()
     assert "| `cbam` | mobilenetv3 small | on |" in table and "| `no_cbam` | mobilenetv3 small | off |" in table
+    assert json.loads((out / "cbam" / "metrics.json").read_text())["shortcut_tests"] is None
+    # Both runs scored the same test images in the same order: their AUROC difference with a paired CI.
+    (pair,) = json.loads((out / "comparison.json").read_text())["paired_auroc_differences"]
+    (scores_a, labels), (scores_b, _) = _scores(with_cbam, runs[0], "test"), _scores(without, runs[0], "test")
+    expected = metrics.paired_auroc_difference(labels, scores_a, scores_b, n_resamples=100, seed=0)
+    assert pair["comparable"] and (pair["a"], pair["b"]) == ("cbam", "no_cbam")
+    assert pair["difference"] == expected.difference.to_dict()
+    diff = expected.difference
+    assert "| `cbam` | `no_cbam` |" in table and f"{diff.value:.3f} [{diff.ci_low:.3f}, {diff.ci_high:.3f}] |" in table

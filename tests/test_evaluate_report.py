@@ -4,6 +4,7 @@ No model here (tests/test_evaluate.py runs real tiny runs): predictions are draw
 so that every expected number is known independently of the code under test.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -195,6 +196,66 @@ def test_comparison_puts_runs_side_by_side(tmp_path, rng):
     assert "run_a" in text.splitlines()[1] and "run_b" in text.splitlines()[2]
     with pytest.raises(ValueError, match="distinct folder names"):
         write_comparison([good, good], tmp_path / "twice")
+
+
+def test_paired_auroc_differences_only_between_runs_scored_on_the_same_images(tmp_path, rng):
+    from tf_fracture.evaluate import not_pairable, paired_differences
+
+    validation = _drawn(rng, 80, "validation", 1.0)
+    test = _drawn(rng, 90, "test", 1.5)
+    names = np.array([f"img{i:03d}.png" for i in range(90)], dtype=object)
+    patients = np.array([f"p{i // 3}" for i in range(90)], dtype=object)  # three images per patient
+    scored = dataclasses.replace(test, filenames=names, dataset="d/default")
+    labels = scored.labels
+    other_scores = np.clip(scored.scores + 0.2 * rng.normal(size=90), 0, 1)
+    runs = {}
+    for name, scores in (("run_a", scored.scores), ("run_b", other_scores)):
+        predictions = dataclasses.replace(scored, scores=scores)
+        runs[name] = evaluate_predictions(validation, predictions, n_resamples=150, seed=4, run={"name": name})
+    (pair,) = paired_differences([runs["run_a"], runs["run_b"]])
+    expected = metrics.paired_auroc_difference(labels, scored.scores, other_scores, n_resamples=150, seed=4)
+    assert pair["comparable"] and pair["difference"] == expected.difference.to_dict()
+    assert pair["difference"]["value"] == pytest.approx(
+        roc_auc_score(labels, scored.scores) - roc_auc_score(labels, other_scores), abs=1e-12
+    )
+    # Patients repeat (unique per item): whole patients resampled, as the runs' own intervals do.
+    by_patient = {
+        k: dataclasses.replace(r, predictions=dataclasses.replace(r.predictions, patients=patients))
+        for k, r in runs.items()
+    }
+    (pair,) = paired_differences(list(by_patient.values()))
+    grouped = metrics.paired_auroc_difference(
+        labels, scored.scores, other_scores, n_resamples=150, seed=4, groups=patients
+    )
+    assert pair["difference"] == grouped.difference.to_dict() and pair["bootstrap"]["n_groups"] == 30
+
+    def changed(**fields):
+        e = runs["run_b"]
+        return dataclasses.replace(e, predictions=dataclasses.replace(e.predictions, **fields))
+
+    a = runs["run_a"]
+    assert not_pairable(a, runs["run_b"]) is None
+    assert "different splits" in not_pairable(a, dataclasses.replace(runs["run_b"], split="validation"))
+    assert "another order" in not_pairable(a, changed(filenames=names[::-1].copy()))
+    assert "no file names" in not_pairable(a, changed(filenames=None))
+    assert "different data" in not_pairable(a, changed(dataset="d/other"))
+    assert "different labels" in not_pairable(a, changed(labels=1 - labels))
+    reordered = dataclasses.replace(
+        runs["run_b"], run={"name": "run_c"}, predictions=changed(filenames=names[::-1].copy()).predictions
+    )
+    out = write_comparison([a, runs["run_b"], reordered], tmp_path / "cmp")
+    pairs = json.loads((out / "comparison.json").read_text())["paired_auroc_differences"]
+    assert [(p["a"], p["b"], p["comparable"]) for p in pairs] == [
+        ("run_a", "run_b", True),
+        ("run_a", "run_c", False),
+        ("run_b", "run_c", False),
+    ]
+    table = (out / "comparison.md").read_text()
+    assert (
+        "| `run_a` | `run_c` | | | not comparable pairwise: different images, or the same in another order |" in table
+    )
+    diff = expected.difference
+    assert f"| {diff.value:.3f} [{diff.ci_low:.3f}, {diff.ci_high:.3f}] |" in table
 
 
 def test_intervals_resample_whole_patients_only_where_patients_repeat(rng):

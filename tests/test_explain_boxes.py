@@ -18,6 +18,22 @@ def test_peak_is_the_argmax_pixel_centre():
     assert peak(heatmap_with_peak(3, 0, shape=(4, 8))) == (0.875, 0.0625)
 
 
+def test_a_plateau_peaks_at_its_centre_not_at_the_image_edge():
+    from tf_fracture.explain.gradcam import upsample_and_scale
+
+    # A 2x2 map upsampled to 64 px: its top-left cell's maximum is a flat plateau over pixels 0..15 (the
+    # clamped edge of bilinear interpolation); the peak is the plateau's centre, not the corner pixel.
+    heatmap = upsample_and_scale(np.array([[[3.0, 1.0], [0.5, 2.0]]]), (64, 64))[0]
+    assert peak(heatmap) == (7.5 / 64, 7.5 / 64)
+    assert not peak_in_boxes(heatmap, [[0.0, 0.0, 0.05, 0.05]]) and peak_in_boxes(heatmap, [[0.1, 0.1, 0.15, 0.15]])
+    # Two separate maxima: the one nearest their centroid, the first of equals (deterministic).
+    twin = np.zeros((5, 5))
+    twin[0, 0] = twin[4, 4] = twin[2, 2] = 1.0
+    assert peak(twin) == (0.5, 0.5)
+    twin[2, 2] = 0.0
+    assert peak(twin) == (0.1, 0.1)
+
+
 def test_peak_in_boxes_edges_included():
     heatmap = heatmap_with_peak(1, 2)  # peak at (0.375, 0.625)
     assert peak_in_boxes(heatmap, [[0.25, 0.5, 0.5, 0.75]])

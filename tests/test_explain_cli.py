@@ -118,11 +118,13 @@ def test_cli_on_a_dataset_split_writes_the_hit_rate(run_dir, tmp_path, capsys):
     assert main([*argv, "--limit", "3", "--data-dir", str(tmp_path / "tfds"), "--out", str(out)]) == 0
     report = json.loads((out / "box_hit_rate.json").read_text())
     assert report["dataset"] == "synthetic_xray" and report["split"] == "test"
-    ((name, rate),) = report["box_hit_rate"].items()
+    (cam, own), (name, rate) = report["box_hit_rate"].items()  # the classifier's own CAM, then Grad-CAM
+    assert cam == "cam" and name == "mobilenetv3_small_cbam_grey" and report["cam_skipped"] is None
     assert report["positives"] == len(report["images"]) == len(list(out.glob("*.png")))
     assert 1 <= report["positives"] <= 3 and rate["n"] == sum(len(i["boxes"]) > 0 for i in report["images"])
-    assert 0 < rate["chance_rate"] < 1
-    assert f"{name}: box hit rate" in capsys.readouterr().out
+    assert 0 < rate["chance_rate"] < 1 and own["chance_rate"] == rate["chance_rate"] and own["n"] == rate["n"]
+    printed = capsys.readouterr().out
+    assert f"Grad-CAM {name}: box hit rate" in printed and "CAM (the model's own): box hit rate" in printed
 
 
 def test_boxes_are_moved_with_the_padding_of_the_preprocessing(tmp_path):

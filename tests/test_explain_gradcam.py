@@ -224,6 +224,15 @@ def test_fusion_gives_one_map_per_member_from_its_own_feature_map(fusion, inputs
     assert np.abs(result.heatmaps["alpha"][0] - result.heatmaps["alpha"][1]).mean() > 0.05  # and follow the image
 
 
+def test_fusion_has_no_own_cam_and_says_why(fusion):
+    from tf_fracture.data.preprocess import PreprocessConfig
+    from tf_fracture.explain.report import Explainer
+
+    explainer = Explainer(fusion, cam_model(fusion), PreprocessConfig(64, unsharp_kernel=3), "fusion.keras")
+    assert explainer.own_cam is None and "fusion model" in explainer.own_cam_skipped
+    assert explainer.heatmap_names == ("alpha", "beta")  # Grad-CAM per member only
+
+
 def test_bad_inputs_are_refused(classifier):
     with pytest.raises(ValueError, match="takes 64x64 images"):
         grad_cam(classifier, np.zeros((1, 32, 32)))

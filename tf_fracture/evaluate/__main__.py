@@ -20,8 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tf_fracture.evaluate",
         description=(
             "Evaluate trained runs: thresholds (0.5, Youden, target sensitivity) chosen on the validation split, "
-            "metrics with 95%% bootstrap CIs on the scored split, per study (MURA) and per body part; writes "
-            "metrics.json, report.md and PNG figures. Several runs also get a side-by-side comparison."
+            "metrics with 95%% bootstrap CIs on the scored split, per study (MURA) and per body part, and the "
+            "shortcut tests the data allow (AUROC within body regions and without hardware, a metadata-only "
+            "baseline, box hit rates of the CAM and Grad-CAM, occlusion of the fracture box, counterfactual pairs "
+            "on synthetic_xray); writes metrics.json, report.md and PNG figures. Several runs also get a "
+            "side-by-side comparison with paired bootstrap AUROC differences."
         ),
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (config.json + model.keras)")
@@ -46,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's batch size)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument(
+        "--no-shortcut-tests",
+        dest="shortcut_tests",
+        action="store_false",
+        help="skip the shortcut tests (strata, metadata baseline, box hit rates, occlusion, counterfactual pairs)",
+    )
+    parser.add_argument(
+        "--counterfactual-pairs",
+        type=int,
+        default=300,
+        metavar="N",
+        help="synthetic_xray: at most N scenes of the scored split rendered with and without their fracture "
+        "(default 300; 0: none)",
+    )
+    parser.add_argument(
         "--allow-same-split",
         action="store_true",
         help="allow scoring the split the thresholds are chosen on (optimistic threshold metrics)",
@@ -60,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tf_fracture.evaluate.compare import write_comparison
     from tf_fracture.evaluate.evaluation import default_out_dir, evaluate_run
 
+    if args.counterfactual_pairs < 0:
+        parser.error(f"--counterfactual-pairs must be 0 or more, but got {args.counterfactual_pairs}")
     runs = [Path(r) for r in args.runs]
     names = [r.resolve().name for r in runs]
     if len(set(names)) != len(names):
@@ -85,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 seed=args.seed,
                 allow_same_split=args.allow_same_split,
+                shortcut_tests=args.shortcut_tests,
+                counterfactual_pairs=args.counterfactual_pairs,
             )
         except (FileNotFoundError, ValueError) as error:
             print(f"error: {run}: {error}", file=sys.stderr)

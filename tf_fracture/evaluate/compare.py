@@ -3,6 +3,13 @@
 Each run is named by its folder and described by its ``config.json`` (backbone, CBAM on/off, how it
 was initialised); every figure is the run's primary level (per study where the dataset has studies)
 with its 95% bootstrap interval.
+
+Two runs' intervals may overlap while one run is better on nearly every resample: scored on the same
+images, their AUROCs are correlated. So every pair of runs scored on the same test set (the same
+dataset and split, the same images in the same order, the same level) also gets the difference of
+their AUROCs with a *paired* bootstrap interval (`tf_fracture.metrics.paired_auroc_difference`: each
+resample draws the same images, or patients / studies, for both runs). A pair scored on different
+data is listed as not comparable pairwise, with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tf_fracture.evaluate.evaluation import RunEvaluation
+import numpy as np
+
+from tf_fracture import metrics
+from tf_fracture.evaluate.evaluation import RunEvaluation, bootstrap_units
 from tf_fracture.evaluate.plots import CurveSeries, roc_figure, save_figure
 from tf_fracture.evaluate.report import fmt
 
@@ -68,8 +78,62 @@ def comparison_rows(evaluations: Sequence[RunEvaluation]) -> list[dict[str, Any]
     return rows
 
 
-def comparison_markdown(evaluations: Sequence[RunEvaluation]) -> str:
-    """The side-by-side table as Markdown (value [95% CI]); a note where runs were scored on different data."""
+def not_pairable(a: RunEvaluation, b: RunEvaluation) -> str | None:
+    """Why two evaluations were not scored on the same test set (None when they were)."""
+    pa, pb = a.predictions, b.predictions
+    if (a.dataset, pa.dataset) != (b.dataset, pb.dataset):
+        return f"different data ({pa.dataset or a.dataset} and {pb.dataset or b.dataset})"
+    if a.split != b.split:
+        return f"different splits ({a.split!r} and {b.split!r})"
+    if a.primary != b.primary:
+        return f"different levels ({a.primary} and {b.primary})"
+    if pa.filenames is None or pb.filenames is None:
+        return "the predictions carry no file names, so the images cannot be matched"
+    if len(pa) != len(pb) or not np.array_equal(np.asarray(pa.filenames), np.asarray(pb.filenames)):
+        return "different images, or the same in another order"
+    if not np.array_equal(np.asarray(pa.labels), np.asarray(pb.labels)):
+        return "the same images with different labels"
+    return None
+
+
+def paired_differences(
+    evaluations: Sequence[RunEvaluation], *, n_resamples: int | None = None, seed: int | None = None
+) -> list[dict[str, Any]]:
+    """``AUROC(a) - AUROC(b)`` with a paired bootstrap 95% interval for every pair of runs (a before b).
+
+    Args:
+        evaluations: the compared runs.
+        n_resamples, seed: the bootstrap (default: the first run's evaluation settings).
+
+    Returns:
+        One JSON-ready dict per pair: ``a``, ``b``, ``comparable``, and either the difference, both
+        AUROCs (intervals from the same resamples) and ``n``, or ``reason``.
+    """
+    settings = evaluations[0].settings if evaluations else {}
+    n_resamples = settings.get("n_resamples", 2000) if n_resamples is None else n_resamples
+    seed = settings.get("seed", 0) if seed is None else seed
+    out = []
+    for i, a in enumerate(evaluations):
+        for b in evaluations[i + 1 :]:
+            row: dict[str, Any] = {"a": a.name, "b": b.name}
+            reason = not_pairable(a, b)
+            if reason:
+                out.append({**row, "comparable": False, "reason": reason})
+                continue
+            level_a, level_b = a.levels[a.primary], b.levels[b.primary]
+            # Images of one patient are not independent: resample whole patients (studies are the items
+            # of the study level already).
+            groups = bootstrap_units(a.predictions) if a.primary == "image" else None
+            difference = metrics.paired_auroc_difference(
+                level_a.labels, level_a.scores, level_b.scores, n_resamples=n_resamples, seed=seed, groups=groups
+            )
+            out.append({**row, "comparable": True, "level": a.primary, **difference.to_dict()})
+    return out
+
+
+def comparison_markdown(evaluations: Sequence[RunEvaluation], pairs: list[dict[str, Any]] | None = None) -> str:
+    """The side-by-side table as Markdown (value [95% CI]), then the paired AUROC differences (``pairs``:
+    `paired_differences`' rows, computed when None); a note where runs were scored on different data."""
     lines = ["# Comparison", ""]
     data = {(e.dataset, e.split, e.primary) for e in evaluations}
     if len(data) > 1:
@@ -90,7 +154,34 @@ def comparison_markdown(evaluations: Sequence[RunEvaluation]) -> str:
         cells += [fmt(_estimate(e, metric, threshold)) for metric, threshold, _ in COMPARED]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "![ROC curves of the runs](comparison_roc.png)", ""]
+    lines += _paired_lines(paired_differences(evaluations) if pairs is None else pairs)
     return "\n".join(lines)
+
+
+def _paired_lines(pairs: list[dict[str, Any]]) -> list[str]:
+    if not pairs:
+        return []
+    lines = [
+        "## Paired AUROC differences",
+        "",
+        "AUROC(A) - AUROC(B) with a paired bootstrap 95% CI: each resample draws the same images (whole patients "
+        "where they repeat) for both runs, so it measures the difference itself. An interval that excludes 0 "
+        "says one run ranks better on this test set.",
+        "",
+        "| A | B | AUROC A | AUROC B | AUROC A - B [95% paired CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        if not pair["comparable"]:
+            lines.append(f"| `{pair['a']}` | `{pair['b']}` | | | not comparable pairwise: {pair['reason']} |")
+            continue
+        cells = [_from_dict(pair[k]) for k in ("auroc_a", "auroc_b", "difference")]
+        lines.append(f"| `{pair['a']}` | `{pair['b']}` | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _from_dict(value: dict[str, Any]) -> str:
+    return fmt(metrics.Estimate(value["value"], value.get("ci_low"), value.get("ci_high")))
 
 
 def write_comparison(evaluations: Sequence[RunEvaluation], out_dir: str | os.PathLike) -> Path:
@@ -102,9 +193,11 @@ def write_comparison(evaluations: Sequence[RunEvaluation], out_dir: str | os.Pat
         raise ValueError(f"Runs must have distinct folder names to be told apart, but got {names}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(comparison_markdown(evaluations))
+    pairs = paired_differences(evaluations)
+    (out / "comparison.md").write_text(comparison_markdown(evaluations, pairs))
     with open(out / "comparison.json", "w") as f:
-        json.dump({"runs": comparison_rows(evaluations)}, f, indent=2, allow_nan=False)
+        rows = {"runs": comparison_rows(evaluations), "paired_auroc_differences": pairs}
+        json.dump(rows, f, indent=2, allow_nan=False)
         f.write("\n")
     series = []
     for e in evaluations:

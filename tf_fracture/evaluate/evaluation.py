@@ -9,10 +9,16 @@ unchanged to the scored split; scoring the split they were chosen on is refused 
 study (the mean of the study's image probabilities, as MURA's authors did): study-level thresholds are
 then chosen on the validation split's study scores, and the image-level intervals resample whole
 studies (images of one study are not independent).
+
+``evaluate_run`` then runs the shortcut tests the data allow (`tf_fracture.evaluate.shortcuts`: AUROC
+within strata, a metadata-only baseline, the box hit rate of the CAM and of Grad-CAM, occlusion of the
+fracture box, counterfactual pairs on synthetic_xray); each appears in ``metrics.json`` and the report,
+or says why it was skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +67,8 @@ class RunEvaluation:
     """Everything measured for one run on one split; ``to_dict()`` is ``metrics.json``.
 
     ``levels`` holds ``"image"`` and, where the dataset has studies, ``"study"``; ``primary`` is the
-    level a comparison reports (study where there are studies, as MURA is scored).
+    level a comparison reports (study where there are studies, as MURA is scored). ``shortcuts`` holds
+    the shortcut tests (`tf_fracture.evaluate.shortcuts.ShortcutTests`), None where they were not run.
     """
 
     run: dict[str, Any]
@@ -74,6 +81,7 @@ class RunEvaluation:
     predictions: SplitPredictions
     class_names: tuple[str, str] = DEFAULT_CLASS_NAMES
     settings: dict[str, Any] = field(default_factory=dict)
+    shortcuts: Any = None
 
     @property
     def primary(self) -> str:
@@ -97,6 +105,7 @@ class RunEvaluation:
             **image,
         }
         out["per_study"] = self.levels["study"].to_dict() if "study" in self.levels else None
+        out["shortcut_tests"] = None if self.shortcuts is None else self.shortcuts.to_dict()
         return to_jsonable(out)
 
 
@@ -113,7 +122,7 @@ def _counts(predictions: SplitPredictions) -> dict[str, Any]:
     return out
 
 
-def _bootstrap_units(predictions: SplitPredictions) -> np.ndarray | None:
+def bootstrap_units(predictions: SplitPredictions) -> np.ndarray | None:
     """What the bootstrap resamples whole: studies, else patients with several images (None: images)."""
     if predictions.groups is not None:
         return np.asarray(predictions.groups)
@@ -163,7 +172,7 @@ def evaluate_predictions(
     options = {"n_resamples": n_resamples, "seed": seed, "allow_same_data": allow_same_split}
     levels = {}
     thresholds = metrics.choose_thresholds(validation.labels, validation.scores, target_sensitivity=target_sensitivity)
-    groups = _bootstrap_units(test)
+    groups = bootstrap_units(test)
     body_parts = None if test.body_parts is None else np.asarray(test.body_parts).astype(str)
     result = metrics.evaluate(test.labels, test.scores, thresholds, groups=groups, **options)
     per_part = (
@@ -274,6 +283,8 @@ def evaluate_run(
     seed: int = 0,
     allow_same_split: bool = False,
     write: bool = True,
+    shortcut_tests: bool = True,
+    counterfactual_pairs: int = 300,
 ) -> RunEvaluation:
     """Evaluates a run folder's model on a split and writes its report.
 
@@ -289,6 +300,9 @@ def evaluate_run(
         batch_size: images per forward pass (default: the config's batch size, else 32).
         allow_same_split: allow ``split == validation_split`` (optimistic; say so when you report it).
         write: write the report folder (metrics.json, report.md, PNGs, predictions.csv).
+        shortcut_tests: run the shortcut tests the data allow (`tf_fracture.evaluate.shortcuts`).
+        counterfactual_pairs: at most this many synthetic_xray scenes rendered with and without
+            their fracture (0: none).
 
     Returns:
         The `RunEvaluation`; with ``write`` its folder is ``out_dir``.
@@ -340,11 +354,94 @@ def evaluate_run(
         builder_config=builder_config,
         class_names=class_names_of(dataset, builder_config, data_dir),
     )
+    evaluation.settings["shortcut_tests"] = bool(shortcut_tests)
+    if shortcut_tests:
+        train_split = (data.get("train_split") if same_dataset else None) or "train"
+        shortcuts = run_shortcut_tests(
+            model,
+            evaluation,
+            loaded[validation_split],
+            builder_config=builder_config,
+            data_dir=data_dir,
+            manual_dir=manual_dir,
+            train_split=train_split,
+            batch_size=batch_size,
+            counterfactual_pairs=counterfactual_pairs,
+        )
+        evaluation = dataclasses.replace(evaluation, shortcuts=shortcuts)
     if write:
         from tf_fracture.evaluate.report import write_report
 
         write_report(evaluation, out_dir or default_out_dir(run_dir, dataset, split))
     return evaluation
+
+
+def run_shortcut_tests(
+    model,
+    evaluation: RunEvaluation,
+    validation: SplitPredictions,
+    *,
+    builder_config: str | None = None,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    train_split: str = "train",
+    batch_size: int = 32,
+    counterfactual_pairs: int = 300,
+):
+    """Every shortcut test the scored split allows (`tf_fracture.evaluate.shortcuts`), with the evaluation's bootstrap.
+
+    Returns:
+        A `ShortcutTests`; a test the data do not allow is a `Skipped` with its reason.
+    """
+    from tf_fracture.configs.datasets import get_dataset_spec
+    from tf_fracture.data.sources import load_split, split_metadata, tfds_builder
+    from tf_fracture.evaluate import shortcuts
+    from tf_fracture.evaluate.metadata_baseline import has_metadata_flags
+    from tf_fracture.evaluate.predict import model_preprocessing, predict_logits
+
+    dataset, test = evaluation.dataset, evaluation.predictions
+    spec = get_dataset_spec(dataset)
+    where = {"builder_config": builder_config, "data_dir": data_dir, "manual_dir": manual_dir}
+    options = {"n_resamples": evaluation.settings.get("n_resamples", 2000), "seed": evaluation.settings.get("seed", 0)}
+    units = bootstrap_units(test)
+    config = model_preprocessing(model)
+
+    train_metadata = None
+    if has_metadata_flags(dataset):
+        if train_split in (test.split, validation.split):
+            train_metadata = f"the train split {train_split!r} is the scored or the validation split"
+        else:
+            try:
+                train_metadata = split_metadata(dataset, load_split(dataset, train_split, **where, decode_images=False))
+            except ValueError as error:  # no such split: the baseline says so
+                train_metadata = f"cannot read the train split {train_split!r}: {error}"
+    strata, baseline = shortcuts.metadata_tests(
+        dataset, validation, test, train_metadata, train_split=train_split, groups=units, **options
+    )
+
+    if spec.boxes_feature:
+        examples = load_split(dataset, test.split, **where).as_numpy_iterator()
+        localisation, occlusion = shortcuts.box_tests(
+            model, examples, config, boxes_feature=spec.boxes_feature, batch_size=batch_size, units=units, **options
+        )
+    else:
+        reason = f"{dataset} has no fracture boxes"
+        localisation, occlusion = shortcuts.Skipped(reason), shortcuts.Skipped(reason)
+
+    builder = None
+    if dataset == "synthetic_xray":  # its builder config says how the scenes were rendered
+        builder = tfds_builder(dataset, builder_config=builder_config, data_dir=data_dir).builder_config
+    counterfactual = shortcuts.counterfactual_pairs_test(
+        lambda images: predict_logits(model, images, batch_size),
+        dataset,
+        test,
+        builder,
+        config,
+        max_pairs=counterfactual_pairs,
+        batch_size=batch_size,
+        **options,
+    )
+    return shortcuts.ShortcutTests(strata, baseline, localisation, occlusion, counterfactual)
 
 
 def load_predictions(
@@ -382,6 +479,7 @@ def load_predictions(
         names = spec.body_part_names
         body_parts = np.asarray([names[i] if 0 <= i < len(names) else "none" for i in meta["body_parts"]], dtype=object)
     groups = np.asarray(meta["groups"], dtype=object)
+    metadata = {key: value for key, value in meta.items() if key not in ("labels", "filenames", "groups")}
     return SplitPredictions(
         scores=scores,
         labels=labels,
@@ -391,6 +489,7 @@ def load_predictions(
         body_parts=body_parts,
         dataset=f"{dataset}/{builder_config or spec.default_builder_config}",
         split=split,
+        metadata=metadata,
     )
 
 
@@ -417,4 +516,5 @@ __all__ = [
     "evaluate_run",
     "load_predictions",
     "read_run_config",
+    "run_shortcut_tests",
 ]

@@ -8,6 +8,7 @@ prediction, not on import.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,8 @@ class SplitPredictions:
             patients), or None.
         body_parts: the item's body part (MURA ``body_part``, FracAtlas's first region) or None.
         dataset, split: where the items come from, e.g. ``"mura/grouped_val"``, ``"test"``.
+        metadata: further per-item columns of the split (`split_metadata`'s: FracAtlas' regions, views,
+            hardware, ...; fracture ``boxes``), for the shortcut tests; None where not read.
     """
 
     scores: np.ndarray
@@ -43,14 +46,16 @@ class SplitPredictions:
     body_parts: np.ndarray | None = None
     dataset: str = ""
     split: str = ""
+    metadata: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self):
         n = np.asarray(self.scores).shape[0]
-        for name in ("labels", "filenames", "groups", "patients", "body_parts"):
-            value = getattr(self, name)
-            if value is not None and np.asarray(value).shape[0] != n:
+        columns = {name: getattr(self, name) for name in ("labels", "filenames", "groups", "patients", "body_parts")}
+        columns.update({f"metadata[{k!r}]": v for k, v in (self.metadata or {}).items()})
+        for name, value in columns.items():
+            if value is not None and len(value) != n:
                 raise ValueError(
-                    f"SplitPredictions: {np.asarray(value).shape[0]} {name} for {n} scores; give one per item "
+                    f"SplitPredictions: {len(value)} {name} for {n} scores; give one per item "
                     "(in the order of the scores)."
                 )
 
@@ -110,6 +115,31 @@ def predict_with_labels(
     if not logits:
         raise ValueError("The split holds no examples: nothing to predict.")
     return sigmoid(np.concatenate(logits)), np.concatenate(labels).astype(np.int64)
+
+
+def predict_logits(model, images, batch_size: int = 32) -> np.ndarray:
+    """The fracture logits of model inputs already preprocessed, float64 ``(B,)``.
+
+    Args:
+        model: a single-logit model (`FractureClassifier`, `FusionModel`).
+        images: ``(B, S, S)`` or ``(B, S, S, 1)``, values in [0, 255] (``preprocess``'s output).
+        batch_size: images per forward pass.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"Expected a non-empty batch (B, S, S) or (B, S, S, 1), but got shape {images.shape}.")
+    logits = []
+    for start in range(0, len(images), batch_size):
+        out = model.predict_on_batch(images[start : start + batch_size])
+        out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+        if out.ndim != 2 or out.shape[1] != 1:
+            raise ValueError(
+                f"Expected the model to give one fracture logit per image, shape (batch, 1), but got {out.shape}."
+            )
+        logits.append(out[:, 0].astype(np.float64))
+    return np.concatenate(logits)
 
 
 def predict(

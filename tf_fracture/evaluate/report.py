@@ -1,8 +1,9 @@
 """The report folder of one evaluation: ``metrics.json``, ``report.md``, PNG figures, ``predictions.csv``.
 
 RUN/evaluation/<dataset>-<split>/
-  metrics.json           every number (EvaluationResult.to_dict + run, dataset, split, counts)
-  report.md              the same, readable, with the figures embedded
+  metrics.json           every number (EvaluationResult.to_dict + run, dataset, split, counts, and the
+                         shortcut tests under ``shortcut_tests``)
+  report.md              the same, readable, with the figures embedded and a "Shortcut tests" section
   confusion_matrix.png   at the Youden threshold chosen on validation
   roc.png, pr.png        curves with their 95% CIs and the operating points
   calibration.png        reliability diagram and histogram of the probabilities
@@ -180,6 +181,7 @@ def markdown_report(evaluation: RunEvaluation) -> str:
     lines.append("")
     for level in e.levels.values():
         lines += _level_section(level, len(e.levels) > 1)
+    lines += shortcut_section(e)
     lines += ["## Figures", ""]
     primary = e.levels[e.primary].level
     captions = {
@@ -258,3 +260,172 @@ def _body_part_table(level: LevelEvaluation) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+# --- shortcut tests ---------------------------------------------------------------------------------
+
+
+def _est(value: dict | None, digits: int = 3) -> str:
+    """An estimate from its JSON form (``{"value", "ci_low", "ci_high"}``), ``n/a`` for None."""
+    if value is None or value.get("value") is None:
+        return "n/a"
+    return fmt(metrics.Estimate(value["value"], value.get("ci_low"), value.get("ci_high")), digits)
+
+
+def _skipped(title: str, test: dict) -> list[str] | None:
+    if test.get("skipped"):
+        return [f"### {title}", "", f"Skipped: {test['skipped']}.", ""]
+    return None
+
+
+def shortcut_section(evaluation: RunEvaluation) -> list[str]:
+    """The report's "Shortcut tests" section, from the evaluation's ``shortcut_tests`` (its JSON form)."""
+    lines = ["## Shortcut tests", ""]
+    if evaluation.shortcuts is None:
+        return [*lines, "Not run (`--no-shortcut-tests`).", ""]
+    tests = evaluation.shortcuts.to_dict()
+    lines += [
+        "Is the score about the fracture, or about what travels with it (body region, hardware, the scene)? "
+        "Each test runs on the scored split where the data allow it, per image; intervals are 95% bootstrap "
+        "intervals with the evaluation's resamples and seed.",
+        "",
+    ]
+    lines += _strata_lines(evaluation, tests)
+    lines += _baseline_lines(tests["metadata_baseline"])
+    lines += _localisation_lines(tests["localisation"])
+    lines += _occlusion_lines(tests["occlusion"])
+    lines += _counterfactual_lines(tests["counterfactual"])
+    return lines
+
+
+def _strata_lines(evaluation: RunEvaluation, tests: dict) -> list[str]:
+    strata = tests["strata"]
+    skipped = _skipped("AUROC within strata", strata)
+    if skipped:
+        return skipped
+    baseline = tests["metadata_baseline"]
+    has_baseline = not baseline.get("skipped")
+    result = evaluation.levels["image"].result
+    lines = [
+        "### AUROC within strata",
+        "",
+        f"Where a shortcut is constant it cannot help: {strata['definition']}.",
+        "",
+        "| stratum | n | positive | model AUROC [95% CI] |"
+        + (" metadata baseline AUROC [95% CI] |" if has_baseline else ""),
+        "|---|---|---|---|" + ("---|" if has_baseline else ""),
+    ]
+    row = f"| all images | {result.n} | {result.n_positive} | {fmt(result.ranking['auroc'])} |"
+    lines.append(row + (f" {_est(baseline['auroc'])} |" if has_baseline else ""))
+    for name, stratum in strata["strata"].items():
+        fewest = min(stratum["n_positive"], stratum["n"] - stratum["n_positive"])
+        if stratum["skipped"]:
+            model, base = f"not scored: {stratum['skipped']}", ""
+        else:
+            model, base = _est(stratum["auroc"]), _est(stratum["baseline_auroc"])
+            if fewest < FEW_PER_CLASS:
+                model += f" (too few to read: {fewest} of one class)"
+        cells = f"| {name} | {stratum['n']} | {stratum['n_positive']} | {model} |"
+        lines.append(cells + (f" {base} |" if has_baseline else ""))
+    return [*lines, ""]
+
+
+def _baseline_lines(baseline: dict) -> list[str]:
+    skipped = _skipped("Metadata-only baseline", baseline)
+    if skipped:
+        return skipped
+    features = ", ".join(f"`{f}`" for f in baseline["features"])
+    return [
+        "### Metadata-only baseline",
+        "",
+        f"A logistic regression (L2, balanced classes) on the metadata flags alone ({features}), fitted on "
+        f"`{baseline['train_split']}` ({baseline['n_train']} images), C = {baseline['C']:g} chosen by AUROC on "
+        f"`{baseline['validation_split']}`; scored on the same {baseline['n']} images as the model "
+        f"({baseline['n_positive']} positive). The model should beat it clearly.",
+        "",
+        "| | AUROC [95% CI] |",
+        "|---|---|",
+        f"| metadata baseline | {_est(baseline['auroc'])} |",
+        f"| model | {_est(baseline['model_auroc'])} |",
+        f"| model - baseline (paired bootstrap) | {_est(baseline['model_minus_baseline'])} |",
+        "",
+    ]
+
+
+def _localisation_lines(localisation: dict) -> list[str]:
+    from tf_fracture.explain.cam import title
+
+    skipped = _skipped("Box hit rate of the CAM and Grad-CAM", localisation)
+    if skipped:
+        return skipped
+    maps = localisation["maps"]
+    n = next(iter(maps.values()))["n"]
+    lines = [
+        "### Box hit rate of the CAM and Grad-CAM",
+        "",
+        f"On the {n} fractured images with a fracture box ({localisation['without_boxes']} without one left out): "
+        "how often each heatmap's peak falls inside a box, beside chance (the share of the input inside the "
+        "boxes: the hit rate of a random peak).",
+        "",
+        "| heatmap | hit rate [95% CI] | hits / n | chance | hit rate - chance [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rate in maps.items():
+        hits = round(rate["hit_rate"]["value"] * rate["n"]) if rate["n"] else 0
+        lines.append(
+            f"| {title(name)} | {_est(rate['hit_rate'])} | {hits} / {rate['n']} | {rate['chance_rate']:.3f} "
+            f"| {_est(rate['above_chance'])} |"
+        )
+    if localisation.get("cam_skipped"):
+        lines += ["", f"No CAM of the model's own: {localisation['cam_skipped']}"]
+    return [*lines, ""]
+
+
+def _occlusion_lines(occlusion: dict) -> list[str]:
+    skipped = _skipped("Occlusion of the fracture box", occlusion)
+    if skipped:
+        return skipped
+    lines = [
+        "### Occlusion of the fracture box",
+        "",
+        f"Each of the {occlusion['n']} fractured images with a box scored again with its box masked out "
+        f"(the score should drop) and with everything but its box masked out (it should stay); fill: "
+        f"{occlusion['fill']}; the boxes cover {100 * occlusion['box_area']:.1f}% of the image on average. "
+        "Changes are occluded - original.",
+        "",
+        "| input | mean change of the logit [95% CI] | of the probability [95% CI] "
+        "| share of images whose score dropped [95% CI] | expected |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label, expected in (
+        ("box_removed", "fracture box masked out", "drops"),
+        ("box_only", "all but the box masked out", "stays"),
+    ):
+        change = occlusion[key]
+        lines.append(
+            f"| {label} | {_est(change['logit']['mean_change'])} | {_est(change['probability']['mean_change'])} "
+            f"| {_est(change['logit']['share_lower'])} | {expected} |"
+        )
+    return [*lines, ""]
+
+
+def _counterfactual_lines(counterfactual: dict) -> list[str]:
+    skipped = _skipped("Counterfactual pairs", counterfactual)
+    if skipped:
+        return skipped
+    rendering = counterfactual["rendering"]
+    return [
+        "### Counterfactual pairs",
+        "",
+        f"{counterfactual['n_pairs']} scenes of the scored split (their indices in metrics.json) rendered at "
+        f"{rendering['image_size']} px (seed {rendering['seed']}) with and without their fracture, everything else "
+        "equal, preprocessed like the model's data. A model that sees the fracture scores the fractured copy "
+        "higher in nearly every pair; 0.5 is chance.",
+        "",
+        "| | value [95% CI] |",
+        "|---|---|",
+        f"| share of pairs whose fractured copy scores higher | {_est(counterfactual['share_fractured_higher'])} |",
+        f"| mean logit difference (fractured - clean) | {_est(counterfactual['logit']['mean_change'])} |",
+        f"| mean probability difference | {_est(counterfactual['probability']['mean_change'])} |",
+        "",
+    ]

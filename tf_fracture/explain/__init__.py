@@ -1,5 +1,7 @@
-"""Explanation: Grad-CAM heatmaps from each backbone's feature map (one per fusion member), overlays
-over the radiograph, and the box hit rate (how often a heatmap's peak falls in a fracture box).
+"""Explanation: the classifier's own class activation map (CAM: its logit is the map's mean) and
+Grad-CAM heatmaps from each backbone's feature map (one per fusion member), overlays over the
+radiograph, and the box hit rate of each (how often a heatmap's peak falls in a fracture box) beside
+chance.
 
     python -m tf_fracture.explain RUN IMAGE... [--out DIR]
     python -m tf_fracture.explain RUN --dataset fracatlas --split test [--limit N]
@@ -18,6 +20,10 @@ _EXPORTS = {
     "boxes_after_resize": "tf_fracture.explain.boxes",
     "peak": "tf_fracture.explain.boxes",
     "peak_in_boxes": "tf_fracture.explain.boxes",
+    "OWN_CAM": "tf_fracture.explain.cam",
+    "class_activation_maps": "tf_fracture.explain.cam",
+    "own_cam_model": "tf_fracture.explain.cam",
+    "heatmaps_of": "tf_fracture.explain.report",
     "CamModel": "tf_fracture.explain.gradcam",
     "GradCamResult": "tf_fracture.explain.gradcam",
     "cam_model": "tf_fracture.explain.gradcam",

@@ -1,5 +1,5 @@
-"""``python -m tf_fracture.explain``: Grad-CAM overlays of images, or of a dataset split's positives
-with the box hit rate.
+"""``python -m tf_fracture.explain``: overlays of the model's own CAM and of Grad-CAM over images, or
+over a dataset split's positives with each heatmap's box hit rate beside chance.
 
     python -m tf_fracture.explain runs/demo a.png b.dcm --out heatmaps/
     python -m tf_fracture.explain runs/fracatlas --dataset fracatlas --split test --limit 100
@@ -17,9 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tf_fracture.explain",
         description=(
-            "Grad-CAM heatmaps over the radiograph, one per backbone (one per member of a fusion model). "
+            "Heatmaps over the radiograph: the classifier's own class activation map (CAM, whose mean is the "
+            "logit) and Grad-CAM, one per backbone (one per member of a fusion model, which has no CAM). "
             "Give image files for one PNG each, or --dataset for the first positives of a split with their "
-            "fracture boxes and the box hit rate (how often the heatmap's peak falls inside a box)."
+            "fracture boxes and each heatmap's box hit rate (how often its peak falls inside a box) beside "
+            "chance (the boxes' area share)."
         ),
     )
     parser.add_argument("run", help="a training run folder (its model.keras) or a .keras file")
@@ -51,7 +53,8 @@ def main(argv=None) -> int:
 
     explainer = report.load_for_explanation(args.run)
     out = Path(args.out) if args.out else report.default_out_dir(args.run)
-    print(f"explaining {explainer.source}: Grad-CAM of {', '.join(explainer.names)}")
+    own = "the model's own CAM and " if explainer.own_cam is not None else ""
+    print(f"explaining {explainer.source}: {own}Grad-CAM of {', '.join(explainer.names)}")
     if args.images:
         from tf_fracture.data.io import list_skipped
 

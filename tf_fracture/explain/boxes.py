@@ -2,7 +2,9 @@
 
 Boxes are normalised ``(ymin, xmin, ymax, xmax)`` in [0, 1] (TFDS ``BBoxFeature``, FracAtlas's and
 synthetic_xray's ``fracture_boxes``). A heatmap's peak is its argmax pixel, taken at the pixel's
-centre ``((row + 0.5) / H, (col + 0.5) / W)``; a peak on a box's edge counts as inside.
+centre ``((row + 0.5) / H, (col + 0.5) / W)``; a peak on a box's edge counts as inside. Where a
+plateau of pixels shares the maximum, the peak is the plateau's pixel nearest its centroid (see
+`peak`: a coarse map's border cell, upsampled, is such a plateau reaching the image's edge).
 
 The chance rate is the hit rate of a peak drawn uniformly over the pixels: per image, the fraction
 of pixel centres inside any of its boxes (overlapping boxes counted once), averaged over images.
@@ -28,6 +30,7 @@ class BoxHitRate:
         hits: per image with boxes, whether its peak hit.
         without_boxes: images given without any box, left out of ``n``.
         flat: images among ``n`` whose heatmap is constant (no peak): counted as misses.
+        chances: per image with boxes, its box-area fraction (its chance of a hit).
     """
 
     hit_rate: float
@@ -36,6 +39,7 @@ class BoxHitRate:
     hits: tuple[bool, ...]
     without_boxes: int
     flat: int
+    chances: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -59,13 +63,27 @@ def check_boxes(boxes) -> np.ndarray:
     return boxes
 
 
+# Pixels within this share of the map's range of its maximum are tied with it (float rounding in the
+# upsampling makes a plateau's pixels differ in the last bits).
+PLATEAU_TOLERANCE = 1e-6
+
+
 def peak(heatmap: np.ndarray) -> tuple[float, float]:
-    """The normalised ``(y, x)`` centre of the heatmap's argmax pixel (the first one on ties)."""
-    heatmap = np.asarray(heatmap)
+    """The normalised ``(y, x)`` centre of the heatmap's peak pixel.
+
+    The peak is the argmax pixel. Where several pixels share the maximum (within
+    ``PLATEAU_TOLERANCE`` of the map's range), it is the tied pixel nearest their centroid (the first
+    of those on ties): a coarse map (a 7x7 CAM of a 224 px input) upsampled bilinearly with clamped
+    edges turns a border cell's maximum into a flat plateau from the cell's centre to the image's
+    edge, and its first pixel would put the peak in the image's corner, half a cell away from the cell.
+    """
+    heatmap = np.asarray(heatmap, np.float64)
     if heatmap.ndim != 2 or heatmap.size == 0:
         raise ValueError(f"Expected a 2-D heatmap, but got shape {heatmap.shape}.")
-    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return (row + 0.5) / heatmap.shape[0], (col + 0.5) / heatmap.shape[1]
+    high = heatmap.max()
+    rows, cols = np.nonzero(heatmap >= high - PLATEAU_TOLERANCE * (high - heatmap.min()))
+    nearest = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    return (rows[nearest] + 0.5) / heatmap.shape[0], (cols[nearest] + 0.5) / heatmap.shape[1]
 
 
 def _inside(y, x, boxes: np.ndarray):
@@ -124,6 +142,7 @@ def box_hit_rate(heatmaps: Sequence[np.ndarray], boxes: Sequence) -> BoxHitRate:
         hits=tuple(hits),
         without_boxes=without,
         flat=flat,
+        chances=tuple(chances),
     )
 
 

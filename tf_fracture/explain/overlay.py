@@ -35,7 +35,7 @@ def overlay_figure(
 
     Args:
         image: the preprocessed model input, ``(H, W)`` or ``(H, W, 1)``, values in [0, 255].
-        heatmaps: ``{panel title: (H, W) heatmap in [0, 1]}`` (`grad_cam`'s output for one image).
+        heatmaps: ``{panel title: (H, W) heatmap in [0, 1]}`` (Grad-CAM's and the own CAM's for one image).
         boxes: the image's fracture boxes (normalised ``ymin, xmin, ymax, xmax``), drawn on every
             panel in green; None or empty for none.
         title: the figure's title (e.g. the file name and the probability).
@@ -91,7 +91,7 @@ def overlay_figure(
         ax.set_yticks([])
     if heatmaps:
         mappable = ScalarMappable(Normalize(0.0, 1.0), colormap)
-        figure.colorbar(mappable, ax=list(axes[1:]), fraction=0.04, pad=0.01, label="Grad-CAM")
+        figure.colorbar(mappable, ax=list(axes[1:]), fraction=0.04, pad=0.01, label="heat (each map scaled to [0, 1])")
     if title:
         figure.suptitle(title, fontsize=11)
     return figure

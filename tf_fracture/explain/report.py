@@ -2,9 +2,11 @@
 
 - `load_for_explanation(source)`: a run folder or ``.keras`` file -> the model and the
   preprocessing it was trained with (stored in the model: never guessed).
+- `heatmaps_of(...)`: every heatmap of a batch: Grad-CAM per feature map (one per fusion member)
+  and the classifier's own class activation map (``"cam"``, see `tf_fracture.explain.cam`).
 - `explain_files(...)`: one overlay PNG per image file, the bad files skipped and listed.
-- `explain_examples(...)`: overlays of the first positives of a dataset split and their box hit
-  rate (per feature map: one per fusion member), written to ``box_hit_rate.json``.
+- `explain_examples(...)`: overlays of the first positives of a dataset split and the box hit rate
+  of each heatmap beside chance, written to ``box_hit_rate.json``.
 """
 
 from __future__ import annotations
@@ -15,30 +17,79 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tf_fracture.data.io import read_each, read_image
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
 from tf_fracture.explain.boxes import box_hit_rate, boxes_after_resize
+from tf_fracture.explain.cam import OWN_CAM, class_activation_maps, own_cam_model
+from tf_fracture.explain.cam import title as title_of
 from tf_fracture.explain.gradcam import CamModel, cam_model, explain_batch
 from tf_fracture.explain.overlay import save_overlay
 
 HIT_RATE_FILE = "box_hit_rate.json"
 
 
+HEATMAP_DEFINITIONS = {
+    "grad_cam": "Grad-CAM of the backbone's feature map: ReLU(sum_k mean(d logit / d A_k) A_k)",
+    OWN_CAM: "the classifier's own class activation map (its logit is the map's spatial mean)",
+}
+
+
 @dataclass(frozen=True)
 class Explainer:
-    """A model ready to explain: its Grad-CAM graph and the preprocessing its inputs need."""
+    """A model ready to explain: its Grad-CAM graph, its own CAM and the preprocessing its inputs need.
+
+    Attributes:
+        model: the loaded model.
+        cam: the Grad-CAM graph (`tf_fracture.explain.cam_model`).
+        preprocessing: what the model's inputs need.
+        source: where the model came from (for the reports).
+        own_cam: image -> ``[cam, logit]`` (`tf_fracture.models.cam_model`); found from ``model`` when
+            not given, None for a model without one (a fusion model), ``own_cam_skipped`` saying why.
+    """
 
     model: object
     cam: CamModel
     preprocessing: PreprocessConfig
     source: str
+    own_cam: Any = None
+    own_cam_skipped: str | None = None
+
+    def __post_init__(self):
+        if self.own_cam is None and self.own_cam_skipped is None:
+            own, skipped = own_cam_model(self.model)
+            object.__setattr__(self, "own_cam", own)
+            object.__setattr__(self, "own_cam_skipped", skipped)
+        if self.own_cam is not None and OWN_CAM in self.cam.names:
+            raise ValueError(f"A feature map is named {OWN_CAM!r}, the key of the own CAM: rename the backbone.")
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The Grad-CAM maps' names (one per backbone)."""
         return self.cam.names
+
+    @property
+    def heatmap_names(self) -> tuple[str, ...]:
+        """Every heatmap's key: the own CAM's (``"cam"``) where the model has one, then Grad-CAM's."""
+        return ((OWN_CAM,) if self.own_cam is not None else ()) + self.cam.names
+
+
+def heatmaps_of(explainer: Explainer, inputs: np.ndarray, *, batch_size: int = 8) -> tuple[dict, np.ndarray]:
+    """Every heatmap of a batch of model inputs, and the logits.
+
+    Returns:
+        ``({name: (B, H, W) float32 in [0, 1]}, logits (B,))`` with the names of
+        ``explainer.heatmap_names``: ``"cam"`` for the own CAM, the backbones' for Grad-CAM.
+    """
+    result = explain_batch(explainer.cam, inputs, batch_size=batch_size)
+    maps = {}
+    if explainer.own_cam is not None:
+        maps[OWN_CAM], _ = class_activation_maps(explainer.own_cam, inputs, batch_size=batch_size)
+    maps.update(result.heatmaps)
+    return maps, result.logits
 
 
 @dataclass
@@ -83,6 +134,10 @@ def load_for_explanation(source: str | os.PathLike) -> Explainer:
     return Explainer(model, cam_model(model), PreprocessConfig(**stored), str(path))
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
 def explain_files(
     explainer: Explainer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8
 ) -> FilesReport:
@@ -96,10 +151,11 @@ def explain_files(
     readable = read_each([os.fspath(p) for p in paths], read_image, report.skipped)
     for chunk in _chunks(readable, batch_size):
         inputs = np.stack([preprocess(image, explainer.preprocessing) for _, image in chunk])
-        result = explain_batch(explainer.cam, inputs, batch_size=batch_size)
+        maps, logits = heatmaps_of(explainer, inputs, batch_size=batch_size)
+        probabilities = _sigmoid(logits)
         for i, (path, _) in enumerate(chunk):
-            probability = float(result.probabilities[i])
-            heatmaps = {name: maps[i] for name, maps in result.heatmaps.items()}
+            probability = float(probabilities[i])
+            heatmaps = {title_of(name): m[i] for name, m in maps.items()}
             title = f"{os.path.basename(path)}   P(fracture) = {probability:.3f}"
             report.written.append(save_overlay(Path(out_dir) / f"{names[path]}.png", inputs[i], heatmaps, title=title))
             report.probabilities[path] = probability
@@ -116,7 +172,7 @@ def explain_examples(
     batch_size: int = 8,
     description: Mapping | None = None,
 ) -> dict:
-    """Overlays of the first ``limit`` positive examples and the box hit rate of each feature map.
+    """Overlays of the first ``limit`` positive examples and the box hit rate of each heatmap.
 
     Args:
         explainer: from `load_for_explanation`.
@@ -130,27 +186,31 @@ def explain_examples(
         description: recorded in the JSON (dataset, split, model).
 
     Returns:
-        The report written to ``box_hit_rate.json``: per feature map its `BoxHitRate` (hit rate,
-        chance rate, n), and per image its probability, its boxes in the model input's normalised
-        coordinates (after the preprocessing's resize: padding moves them) and its hits.
+        The report written to ``box_hit_rate.json``: per heatmap (``"cam"``, the model's own CAM, and
+        Grad-CAM per backbone) its `BoxHitRate` (hit rate, chance rate, n), what each heatmap is, why
+        there is no own CAM where there is none, and per image its probability, its boxes in the model
+        input's normalised coordinates (after the preprocessing's resize: padding moves them) and its hits.
     """
     out_dir = Path(out_dir)
     positives = _positives(examples, limit, boxes_feature)
-    heatmaps = {name: [] for name in explainer.names}
+    names = explainer.heatmap_names
+    heatmaps = {name: [] for name in names}
     all_boxes, images, stems = [], [], set()
     for chunk in _chunks(positives, batch_size):
         inputs = np.stack([preprocess(image, explainer.preprocessing) for _, image, _ in chunk])
-        result = explain_batch(explainer.cam, inputs, batch_size=batch_size)
+        batch_maps, logits = heatmaps_of(explainer, inputs, batch_size=batch_size)
+        probabilities = _sigmoid(logits)
         for i, (filename, image, boxes) in enumerate(chunk):
             boxes = boxes_after_resize(boxes, image.shape, explainer.preprocessing.resize_mode)
-            maps = {name: result.heatmaps[name][i] for name in explainer.names}
-            probability = float(result.probabilities[i])
+            maps = {name: batch_maps[name][i] for name in names}
+            probability = float(probabilities[i])
             stem = _safe_stem(filename, len(images))
             stem = stem if stem not in stems else f"{stem}_{len(images)}"
             stems.add(stem)
-            title = f"{filename}   P(fracture) = {probability:.3f}   ({len(boxes)} box{'es' * (len(boxes) != 1)})"
-            save_overlay(out_dir / f"{stem}.png", inputs[i], maps, boxes=boxes, title=title)
-            for name in explainer.names:
+            caption = f"{filename}   P(fracture) = {probability:.3f}   ({len(boxes)} box{'es' * (len(boxes) != 1)})"
+            panels = {title_of(name): m for name, m in maps.items()}
+            save_overlay(out_dir / f"{stem}.png", inputs[i], panels, boxes=boxes, title=caption)
+            for name in names:
                 heatmaps[name].append(maps[name])
             all_boxes.append(boxes)
             images.append(
@@ -159,16 +219,18 @@ def explain_examples(
     rates = {name: box_hit_rate(maps, all_boxes) for name, maps in heatmaps.items()}
     hits = {name: iter(rate.hits) for name, rate in rates.items()}
     for record, boxes in zip(images, all_boxes, strict=True):
-        record["peak_in_box"] = {name: next(hits[name]) for name in explainer.names} if len(boxes) else None
+        record["peak_in_box"] = {name: next(hits[name]) for name in names} if len(boxes) else None
     report = {
         **dict(description or {}),
         "model": explainer.source,
         "positives": len(images),
         "box_hit_rate": {name: _json_safe(rate.to_dict()) for name, rate in rates.items()},
+        "heatmaps": {name: HEATMAP_DEFINITIONS[OWN_CAM if name == OWN_CAM else "grad_cam"] for name in names},
+        "cam_skipped": explainer.own_cam_skipped,
         "images": images,
         "definition": (
-            "hit: the Grad-CAM map's argmax pixel centre lies inside one of the image's fracture boxes; "
-            "chance_rate: mean fraction of pixels inside a box (the hit rate of a random peak); "
+            "hit: the heatmap's argmax pixel centre (at the input's size) lies inside one of the image's "
+            "fracture boxes; chance_rate: mean fraction of pixels inside a box (the hit rate of a random peak); "
             "n: positives with at least one box"
         ),
     }
@@ -178,17 +240,19 @@ def explain_examples(
 
 
 def summary_lines(report: Mapping) -> list[str]:
-    """The printed summary of `explain_examples`' report: one line per feature map."""
+    """The printed summary of `explain_examples`' report: one line per heatmap, the own CAM first."""
     lines = []
     for name, rate in report["box_hit_rate"].items():
         if not rate["n"]:
-            lines.append(f"{name}: no positive with a fracture box among {report['positives']} explained")
+            lines.append(f"{title_of(name)}: no positive with a fracture box among {report['positives']} explained")
             continue
         hits = round(rate["hit_rate"] * rate["n"])
         lines.append(
-            f"{name}: box hit rate {rate['hit_rate']:.3f} ({hits}/{rate['n']}), "
+            f"{title_of(name)}: box hit rate {rate['hit_rate']:.3f} ({hits}/{rate['n']}), "
             f"chance {rate['chance_rate']:.3f}, n = {rate['n']}"
         )
+    if report.get("cam_skipped"):
+        lines.append(f"no own CAM: {report['cam_skipped']}")
     return lines
 
 

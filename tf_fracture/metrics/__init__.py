@@ -16,6 +16,12 @@ whole studies / patients when ``groups`` is given), seeded, and vectorised (2000
 items take about 0.1 s). MURA: ``aggregate_by_group`` scores each study by the mean of its image
 probabilities; ``evaluate_subgroups`` reports each body part.
 
+Shortcut tests: ``stratified_auroc`` gives the AUROC within strata (one body region, images without
+hardware); ``paired_auroc_difference`` compares two scorings of the same items with a paired bootstrap
+(two runs, or a model and a metadata-only baseline); ``paired_change`` summarises the change of each
+item's score under an intervention (occluding the fracture box, rendering the scene without its
+fracture); ``mean_estimate`` is a mean with its bootstrap interval (a box hit rate).
+
 Degenerate inputs: empty input, lengths that differ, labels other than 0/1 and NaN / infinite scores
 raise ``ValueError`` (saying how many and where). AUROC, average precision, the curves,
 ``choose_thresholds`` and ``evaluate`` need both classes and raise ``ValueError`` otherwise
@@ -48,19 +54,31 @@ from tf_fracture.metrics.evaluation import (
     evaluate,
     evaluate_subgroups,
 )
+from tf_fracture.metrics.paired import (
+    AurocDifference,
+    PairedChange,
+    mean_estimate,
+    paired_auroc_difference,
+    paired_change,
+)
+from tf_fracture.metrics.strata import StratumAuroc, auroc_estimate, stratified_auroc
 from tf_fracture.metrics.thresholds import Thresholds, choose_thresholds
 
 __all__ = [
+    "AurocDifference",
     "CalibrationTable",
     "ConfusionCounts",
     "Curve",
     "Estimate",
     "EvaluationResult",
     "GroupedScores",
+    "PairedChange",
+    "StratumAuroc",
     "SubgroupResult",
     "ThresholdResult",
     "Thresholds",
     "aggregate_by_group",
+    "auroc_estimate",
     "average_precision",
     "brier_score",
     "calibration_table",
@@ -68,9 +86,13 @@ __all__ = [
     "confusion_counts",
     "evaluate",
     "evaluate_subgroups",
+    "mean_estimate",
     "metrics_from_counts",
+    "paired_auroc_difference",
+    "paired_change",
     "precision_recall_curve",
     "roc_auc",
     "roc_curve",
+    "stratified_auroc",
     "threshold_metrics",
 ]

@@ -70,3 +70,41 @@ def resampled_level_counts(
         pos = np.add.reduceat(weights * y_sorted, starts, axis=1)
         neg = np.add.reduceat(weights * (1.0 - y_sorted), starts, axis=1)
         yield pos, neg
+
+
+def resampled_item_weights(
+    size: int,
+    n_resamples: int,
+    rng: np.random.Generator,
+    *,
+    labels: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> Iterator[np.ndarray]:
+    """Yields chunks ``(rows, size)``: how many times each item is drawn, ``n_resamples`` rows in all.
+
+    The same resamples serve several score vectors of the same items (a paired bootstrap): any
+    statistic of a resample is the weighted statistic with these multiplicities.
+
+    - ``labels`` given: stratified by class as `resampled_level_counts` (every resample keeps the
+      class counts); with ``groups`` too, whole groups stratified by their composition.
+    - ``labels`` None: items (or whole ``groups``) drawn with replacement, unstratified.
+    """
+    if groups is None:
+        unit_of_item, n_units = np.arange(size), size
+    else:
+        _, unit_of_item = np.unique(groups, return_inverse=True)
+        unit_of_item = unit_of_item.reshape(-1)
+        n_units = int(unit_of_item.max()) + 1
+    if labels is None:
+        strata = [np.arange(n_units)]
+    else:
+        unit_size = np.bincount(unit_of_item, minlength=n_units)
+        n_pos = np.bincount(unit_of_item, weights=labels, minlength=n_units)
+        strata = [np.flatnonzero(n_pos == unit_size), np.flatnonzero(n_pos == 0)]
+        strata.append(np.flatnonzero((n_pos > 0) & (n_pos < unit_size)))
+    strata = [s for s in strata if s.size]
+    chunk = max(1, _CHUNK_ELEMENTS // max(size, n_units))
+    for start in range(0, n_resamples, chunk):
+        rows = min(chunk, n_resamples - start)
+        draws = np.concatenate([s[rng.integers(0, s.size, (rows, s.size))] for s in strata], axis=1)
+        yield _counts_per_level(draws, n_units)[:, unit_of_item]
