@@ -5,7 +5,9 @@
 
 Writes ``model_<q>.tflite`` with its metadata ``model_<q>.json``, ``verification_<q>.json`` and one
 ``report.md``; prints where they are and the report's table. Exits 1 when a variant fails the
-verification (AUROC drop or probability difference beyond tolerance), 2 on a bad run or argument.
+verification (probability or heatmap difference beyond tolerance, int8 probabilities that do not follow
+Keras', or an AUROC drop on a split large enough to judge it; see `tf_fracture_export.verify`), 2 on a
+bad run or argument.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from collections.abc import Sequence
 from tf_fracture import cli
 from tf_fracture_export.convert import DEFAULT_CALIBRATION_IMAGES
 from tf_fracture_export.metadata import QUANTIZATIONS
-from tf_fracture_export.verify import DEFAULT_AUROC_TOLERANCE, DEFAULT_LATENCY_RUNS, PROBABILITY_TOLERANCES
+from tf_fracture_export.verify import (
+    DEFAULT_AUROC_TOLERANCE,
+    DEFAULT_LATENCY_RUNS,
+    MIN_AUROC_IMAGES_PER_CLASS,
+    PROBABILITY_TOLERANCES,
+)
 
 ALL = "all"
 
@@ -27,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tf-fracture-export",
         description=(
-            "Export a training run's model to TFLite (batch 1, preprocessed 0-255 greyscale in, fracture probability "
-            "out), with metadata JSON, and verify each variant against the Keras model on the validation split. "
+            "Export a training run's model to TFLite (batch 1, preprocessed 0-255 greyscale in; out: the fracture "
+            "probability, then the class activation map where the classifier has one), with metadata JSON, and "
+            "verify each variant against the Keras model on the validation split. "
             f"Probability tolerances: {', '.join(f'{q} {t:g}' for q, t in PROBABILITY_TOLERANCES.items())}."
         ),
     )
@@ -54,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_AUROC_TOLERANCE,
         metavar="X",
-        help=f"fail when a variant's AUROC is more than X below Keras' (default {DEFAULT_AUROC_TOLERANCE})",
+        help=(
+            f"fail when a variant's AUROC is more than X below Keras' (default {DEFAULT_AUROC_TOLERANCE}), on a "
+            f"split with at least {MIN_AUROC_IMAGES_PER_CLASS} images of each class (on fewer it is only reported)"
+        ),
     )
     parser.add_argument(
         "--latency-runs",

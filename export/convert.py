@@ -6,9 +6,18 @@
 
 The exported graph is the Keras classifier with a sigmoid on its logit, at a fixed batch of 1:
 input ``(1, S, S, 1)`` holding the PREPROCESSED greyscale image in 0..255 (float32, or int8 for the
-int8 variant: its input scale is 1 and zero point -128, so ``q = pixel - 128`` exactly), output
-``(1, 1)``, the fracture probability. The intensity scaling is the Keras model's own (it is inside
-the model); CLAHE and unsharp masking stay outside, in OpenCV (no TFLite op does CLAHE).
+int8 variant: its input scale is 1 and zero point -128, so ``q = pixel - 128`` exactly). Output 0
+is ``(1, 1)``, the fracture probability. A classifier with a class activation map (a layer named
+``"cam"``, `tf_fracture.models.CAM_LAYER`: every `FractureClassifier`) has output 1 too, the CAM
+``(1, h, w, 1)`` at the feature map's resolution: one logit per position, whose spatial mean is the
+logit the probability is the sigmoid of (`tf_fracture.models.cam_model`). In the int8 variant the
+CAM is int8 like the probability (dequantise each with its own tensor's scale and zero point): it is
+the very tensor the int8 graph averages into the logit, so exposing it adds no op and no rounding
+(the converter's ``inference_output_type`` applies to every output alike). A model without a CAM
+(a plain Keras classifier, or a file saved before the CAM head) exports the probability only. The
+signature ``serving_default`` names the outputs ``probability`` and ``cam``. The intensity scaling
+is the Keras model's own (it is inside the model); CLAHE and unsharp masking stay outside, in
+OpenCV (no TFLite op does CLAHE).
 
 Conversion path: ``TFLiteConverter.from_keras_model`` on a batch-1 functional wrapper. For a Keras 3
 model TensorFlow 2.21 writes a SavedModel with ``keras.export.ExportArchive`` (calling the model with
@@ -23,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 DEFAULT_CALIBRATION_IMAGES = 200
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
+CAM_OUTPUT_NAME = "cam"
 
 
 def check_quantization(quantization: str) -> str:
@@ -75,21 +85,50 @@ def check_exportable(model: keras.Model) -> int:
     return int(shape[1])
 
 
+def cam_size(model: keras.Model) -> tuple[int, int] | None:
+    """``(h, w)`` of the classifier's class activation map (its ``"cam"`` layer), or None when it has none.
+
+    Raises:
+        ValueError: a ``"cam"`` layer whose output is not one map ``(batch, h, w, 1)``.
+    """
+    from tf_fracture.models import CAM_LAYER
+
+    try:
+        layer = model.get_layer(CAM_LAYER)
+    except ValueError:
+        return None
+    shape = tuple(layer.output.shape)
+    if len(shape) != 4 or shape[3] != 1 or shape[1] is None or shape[2] is None:
+        raise ValueError(
+            f"Expected {model.name!r}'s {CAM_LAYER!r} layer to give one map (batch, h, w, 1), but it gives {shape}."
+        )
+    return int(shape[1]), int(shape[2])
+
+
 def edge_model(model: keras.Model) -> keras.Model:
-    """``model`` at batch 1 with a sigmoid on its logit: image (1, S, S, 1) in 0..255 -> probability (1, 1)."""
+    """``model`` at batch 1 with a sigmoid on its logit: image (1, S, S, 1) in 0..255 -> probability (1, 1).
+
+    A model with a class activation map (`cam_size` is not None) gives ``{"probability": (1, 1),
+    "cam": (1, h, w, 1)}``: the map and the logit from one call (`tf_fracture.models.cam_model`).
+    """
     import keras
 
     size = check_exportable(model)
     image = keras.Input((size, size, 1), batch_size=1, name=INPUT_NAME)
-    logit = model(image, training=False)
-    probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(logit)
-    return keras.Model(image, probability, name=f"{model.name}_edge")
+    sigmoid = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)
+    if cam_size(model) is None:
+        return keras.Model(image, sigmoid(model(image, training=False)), name=f"{model.name}_edge")
+    from tf_fracture.models import cam_model
+
+    cam, logit = cam_model(model)(image, training=False)
+    # A dict names the signature's outputs; their order in the flatbuffer is fixed after conversion.
+    return keras.Model(image, {OUTPUT_NAME: sigmoid(logit), CAM_OUTPUT_NAME: cam}, name=f"{model.name}_edge")
 
 
 def convert(
     model: keras.Model, quantization: str, *, calibration_images: np.ndarray | Iterable[np.ndarray] | None = None
 ) -> bytes:
-    """The TFLite flatbuffer of ``model`` (see the module docstring for its input and output).
+    """The TFLite flatbuffer of ``model`` (see the module docstring for its input and outputs).
 
     Args:
         model: a single-model classifier (one logit); see `check_exportable`.
@@ -123,7 +162,44 @@ def convert(
         converter.inference_output_type = tf.int8
     # Keras' ExportArchive prints "Saved artifact at /tmp/..." to stdout: noise in a command's output.
     with contextlib.redirect_stdout(io.StringIO()):
-        return converter.convert()
+        flatbuffer = converter.convert()
+    if cam_size(model) is None:
+        return flatbuffer
+    return outputs_in_order(flatbuffer, (OUTPUT_NAME, CAM_OUTPUT_NAME))
+
+
+def outputs_in_order(flatbuffer: bytes, names: Sequence[str]) -> bytes:
+    """``flatbuffer`` with its main graph's outputs in the order of ``names`` (keys of its first signature).
+
+    The converter orders a multi-output graph's outputs as it pleases (the same Keras outputs came out
+    as [cam, probability] or [probability, cam] depending on their names and order); apps read outputs
+    by index, so the probability must be output 0 whatever the converter did. The outputs vector holds
+    tensor indices: permuting it in place changes nothing else in the file (the signature maps names
+    to tensor indices, not to positions).
+
+    Raises:
+        ValueError: the model's first signature does not name exactly these outputs.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buffer = bytearray(flatbuffer)
+    model = schema.Model.GetRootAs(buffer, 0)
+    if model.SignatureDefsLength() < 1:
+        raise ValueError("The converted model has no signature: cannot tell its outputs apart.")
+    signature = model.SignatureDefs(0)
+    by_name = {}
+    for j in range(signature.OutputsLength()):
+        entry = signature.Outputs(j)
+        by_name[entry.Name().decode()] = entry.TensorIndex()
+    if sorted(by_name) != sorted(names):
+        raise ValueError(
+            f"Expected the converted model's outputs to be {sorted(names)}, but they are {sorted(by_name)}."
+        )
+    outputs = model.Subgraphs(signature.SubgraphIndex()).OutputsAsNumpy()  # a view into `buffer`
+    if sorted(int(t) for t in outputs) != sorted(by_name.values()):
+        raise ValueError("The converted model's signature and its graph's outputs disagree.")
+    outputs[:] = [by_name[name] for name in names]
+    return bytes(buffer)
 
 
 def _calibration_array(images, size: int) -> np.ndarray:

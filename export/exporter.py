@@ -5,7 +5,8 @@
     results = export_run("runs/demo", ["float32", "int8"])   # -> runs/demo/export/
 
 Writes, per variant, ``model_<q>.tflite``, its metadata ``model_<q>.json`` (labels, preprocessing,
-the run's operating thresholds, source run and config; after verification its ``verification``)
+its outputs: the probability and, for a classifier with a CAM head, the class activation map; the
+run's operating thresholds, source run and config; after verification its ``verification``)
 and ``verification_<q>.json``; and ``report.md`` for all the variants of the call. Verification
 failing raises `VerificationError` AFTER everything is written (the reports say what failed).
 """
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tf_fracture_export import litert
 from tf_fracture_export.convert import (
     DEFAULT_CALIBRATION_IMAGES,
     check_quantization,
@@ -149,6 +151,8 @@ def export_run(
             default_threshold=default_threshold,
             source_run=str(Path(run_dir).resolve()),
             config=experiment.to_dict(),
+            # What the written file gives (read back, not assumed): a model without a CAM head has none.
+            cam_size=litert.cam_size(litert.load_interpreter(path)),
         )
         exported.append((quantization, path, metadata, write_metadata(metadata, path.with_suffix(".json"))))
     if not verify:

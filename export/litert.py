@@ -5,7 +5,9 @@ only, so that the predictor, the export's verification and the benchmarks run th
 
 The models this works with take ``(1, S, S, 1)`` preprocessed greyscale images, 0..255 (float32, or
 int8 quantised with the input tensor's scale and zero point), and return the fracture probability
-``(1, 1)`` (float32, or int8 dequantised with the output's scale and zero point).
+``(1, 1)`` as output 0 and, when they carry one, the class activation map ``(1, h, w, 1)`` as
+output 1 (`cam_size`); each float32, or int8 dequantised with its own tensor's scale and zero point.
+`run_model` returns the probabilities, `run_model_with_cam` the maps too.
 
 Delegation: LiteRT's interpreter applies the XNNPACK delegate by default. Every group of consecutive
 ops XNNPACK can run becomes one ``DELEGATE`` node (a partition); an op it cannot run (int8
@@ -84,6 +86,35 @@ def input_size(interpreter) -> int:
     return shape[1]
 
 
+def cam_size(interpreter) -> tuple[int, int] | None:
+    """``(h, w)`` of the model's class activation map (output 1), or None for a model that gives the probability only.
+
+    Raises:
+        ValueError: outputs that are not a tf-fracture export's: the probability ``(B, 1)`` first, then
+            optionally the map ``(B, h, w, 1)``, nothing else.
+    """
+    outputs = interpreter.get_output_details()
+    if not 1 <= len(outputs) <= 2:
+        raise ValueError(
+            f"Expected a model with one or two outputs (the probability, then the class activation map), but it has "
+            f"{len(outputs)}: not a tf-fracture export."
+        )
+    shapes = [tuple(int(d) for d in detail["shape"]) for detail in outputs]
+    if len(shapes[0]) != 2 or shapes[0][1] != 1:
+        raise ValueError(
+            f"Expected output 0 to be the probability (batch, 1), but it has shape {shapes[0]}: not a tf-fracture "
+            "export (or its outputs are out of order)."
+        )
+    if len(shapes) == 1:
+        return None
+    if len(shapes[1]) != 4 or shapes[1][3] != 1 or shapes[1][0] != shapes[0][0]:
+        raise ValueError(
+            f"Expected output 1 to be the class activation map (batch, h, w, 1), but it has shape {shapes[1]} "
+            f"(output 0: {shapes[0]}): not a tf-fracture export."
+        )
+    return shapes[1][1], shapes[1][2]
+
+
 def run_model(interpreter, images: np.ndarray) -> np.ndarray:
     """Runs the model on preprocessed images and returns one fracture probability per image.
 
@@ -100,8 +131,31 @@ def run_model(interpreter, images: np.ndarray) -> np.ndarray:
         ``(N,)`` float32 probabilities.
 
     Raises:
-        ValueError: images of the wrong shape for the model, or a model whose output is not one value per image.
+        ValueError: images of the wrong shape for the model, or a model whose output 0 is not one value per image.
     """
+    return _run(interpreter, images, with_cam=False)[0]
+
+
+def run_model_with_cam(interpreter, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like `run_model`, and also each image's class activation map (the model's output 1), dequantised.
+
+    Returns:
+        ``(probabilities (N,), cams (N, h, w))``, both float32; the mean of a CAM is the logit whose
+        sigmoid is the probability (up to the int8 variant's rounding).
+
+    Raises:
+        ValueError: as `run_model`, or a model without a CAM output (`cam_size` is None).
+    """
+    size = cam_size(interpreter)
+    if size is None:
+        raise ValueError(
+            "This model gives the probability only (no class activation map output): export it again from a "
+            "classifier with a CAM head (tf_fracture.models.build_classifier) to get heatmaps."
+        )
+    return _run(interpreter, images, with_cam=True)
+
+
+def _run(interpreter, images: np.ndarray, with_cam: bool) -> tuple[np.ndarray, np.ndarray | None]:
     images = np.asarray(images)
     size = input_size(interpreter)
     if images.ndim == 3:
@@ -111,19 +165,22 @@ def run_model(interpreter, images: np.ndarray) -> np.ndarray:
             f"Expected images of shape (N, {size}, {size}, 1) for this model, but got {images.shape}: "
             "preprocess them to the model's size first (metadata.preprocessing)."
         )
+    cam = cam_size(interpreter) if with_cam else None
     if len(images) == 0:
-        return np.zeros((0,), np.float32)
+        return np.zeros((0,), np.float32), (np.zeros((0, *cam), np.float32) if with_cam else None)
     detail = interpreter.get_input_details()[0]
     quantized = _quantize(images, detail)
     batch = int(detail["shape"][0])
     if batch == 1:
-        outputs = [_invoke(interpreter, quantized[i : i + 1]) for i in range(len(quantized))]
+        outputs = [_invoke(interpreter, quantized[i : i + 1], with_cam) for i in range(len(quantized))]
     else:
         if batch != len(quantized):
             interpreter.resize_tensor_input(detail["index"], list(quantized.shape))
             interpreter.allocate_tensors()
-        outputs = [_invoke(interpreter, quantized)]
-    return np.concatenate(outputs).astype(np.float32)
+        outputs = [_invoke(interpreter, quantized, with_cam)]
+    probabilities = np.concatenate([p for p, _ in outputs]).astype(np.float32)
+    cams = np.concatenate([c for _, c in outputs]).astype(np.float32) if with_cam else None
+    return probabilities, cams
 
 
 def delegate_partitions(model_path: str | os.PathLike) -> int:
@@ -245,22 +302,30 @@ def _quantize(images: np.ndarray, detail) -> np.ndarray:
     return np.clip(values, info.min, info.max).astype(dtype)
 
 
-def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
+def _invoke(interpreter, batch: np.ndarray, with_cam: bool) -> tuple[np.ndarray, np.ndarray | None]:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
     interpreter.invoke()
     outputs = interpreter.get_output_details()
-    if len(outputs) != 1:
-        raise ValueError(f"Expected a model with one output (the probability), but it has {len(outputs)}.")
-    detail = outputs[0]
-    values = interpreter.get_tensor(detail["index"])
-    if values.size != len(batch):
+    if not 1 <= len(outputs) <= 2:
         raise ValueError(
-            f"Expected one probability per image, but the model's output has shape {values.shape} for "
+            f"Expected a model with one or two outputs (the probability, then the class activation map), but it has "
+            f"{len(outputs)}: not a tf-fracture export."
+        )
+    values = _dequantize(interpreter, outputs[0], "output 0")
+    if values.ndim != 2 or values.size != len(batch):
+        raise ValueError(
+            f"Expected one probability per image, but the model's output 0 has shape {values.shape} for "
             f"{len(batch)} image(s): not a tf-fracture export."
         )
-    values = values.reshape(len(batch))
+    cam = _dequantize(interpreter, outputs[1], "output 1")[..., 0] if with_cam else None
+    return values.reshape(len(batch)), cam
+
+
+def _dequantize(interpreter, detail, which: str) -> np.ndarray:
+    # get_tensor copies, so the next invoke() cannot overwrite what is returned.
+    values = interpreter.get_tensor(detail["index"])
     if np.issubdtype(values.dtype, np.integer):
-        scale, zero_point = _scale_zero_point(detail, "output")
+        scale, zero_point = _scale_zero_point(detail, which)
         return (values.astype(np.float64) - zero_point) * scale
     return values.astype(np.float64)
 

@@ -7,7 +7,10 @@ TensorFlow-free (the on-device predictor reads it). ``model_int8.tflite`` has
      "model_file": "model_int8.tflite", "quantization": "int8",
      "labels": ["normal", "fracture"], "positive_label": "fracture",
      "input": {"size": 96, "channels": 1, "range": [0, 255], "layout": "NHWC"},
-     "output": "probability",
+     "output": "probability",                                             # output 0, as in every version
+     "outputs": [{"index": 0, "name": "probability", "shape": [1, 1], "dtype": "int8", ...},
+                 {"index": 1, "name": "cam", "shape": [1, 3, 3, 1], "dtype": "int8",
+                  "mean_is_logit": true, "heatmap": "...", ...}],         # `cam_size`; [output 0] alone without one
      "preprocessing": {"image_size": 96, "clahe_clip_limit": 2.5, ...},   # PreprocessConfig's fields
      "thresholds": {"youden": 0.41, "target_sensitivity": 0.33, "fixed": 0.5},
      "default_threshold": "youden",
@@ -16,7 +19,13 @@ TensorFlow-free (the on-device predictor reads it). ``model_int8.tflite`` has
 
 The app (or `predictor`) reads the image as greyscale, applies ``preprocessing`` with OpenCV exactly
 as in training (`tf_fracture.data.preprocess.preprocess`), and feeds the 0-255 result; the model
-does its own intensity scaling and returns the fracture probability.
+does its own intensity scaling and returns the fracture probability (output 0) and, where the
+classifier has one, its class activation map (output 1, ``"cam"``): one fracture logit per cell of
+the last feature map, whose mean over the cells is the logit (``sigmoid(mean(cam)) == probability``).
+A heatmap is ``sigmoid`` of the map upsampled bilinearly to the input size: a per-position
+probability on the same 0-1 scale as the answer, so a normal image stays cold (`CAM_HEATMAP`).
+int8 models give both outputs as int8: dequantise each with its own tensor's scale and zero point.
+Metadata written before the CAM output (no ``"outputs"`` key) describes a probability-only model.
 """
 
 from __future__ import annotations
@@ -31,8 +40,18 @@ from typing import Any
 from tf_fracture.data.preprocess import PreprocessConfig
 
 FORMAT = "tf-fracture-tflite"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the CAM output and "outputs" are additions: a version-1 reader still finds the probability at 0
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+PROBABILITY_OUTPUT = "probability"
+CAM_OUTPUT = "cam"
+CAM_MEANING = (
+    "class activation map: one fracture logit per cell of the last feature map; its mean over the cells is the "
+    "logit, so sigmoid(mean(cam)) is the probability"
+)
+CAM_HEATMAP = (
+    "resize bilinearly (half-pixel centres, OpenCV INTER_LINEAR) to input.size x input.size, then sigmoid: a "
+    "per-position fracture probability in [0, 1], on the preprocessed input the model saw"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +69,8 @@ class ModelMetadata:
         source_run: the run folder the model was exported from.
         config: the run's resolved ``config.json``.
         verification: the export's check against Keras (AUROC, differences, latency), or empty.
+        cam_size: ``(h, w)`` of the class activation map the model gives as its output 1, or None for a
+            model that gives the probability only.
     """
 
     model_file: str
@@ -61,8 +82,14 @@ class ModelMetadata:
     source_run: str = ""
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     verification: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    cam_size: tuple[int, int] | None = None
 
     def __post_init__(self):
+        if self.cam_size is not None:
+            size = tuple(self.cam_size)
+            if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in size):
+                raise ValueError(f"`cam_size` must be None or (h, w) with positive integers, got {self.cam_size!r}.")
+            object.__setattr__(self, "cam_size", size)  # a JSON list becomes the tuple it was
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"Unknown quantization {self.quantization!r}; expected one of {', '.join(QUANTIZATIONS)}.")
         if len(self.labels) != 2:
@@ -82,6 +109,40 @@ class ModelMetadata:
         return self.preprocessing.image_size
 
     @property
+    def has_cam(self) -> bool:
+        return self.cam_size is not None
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """The model's outputs in index order, as the JSON's ``"outputs"`` lists them."""
+        dtype = "int8" if self.quantization == "int8" else "float32"
+        outputs = [
+            {
+                "index": 0,
+                "name": PROBABILITY_OUTPUT,
+                "shape": [1, 1],
+                "dtype": dtype,
+                "description": "fracture probability (sigmoid of the logit)",
+            }
+        ]
+        if self.cam_size is not None:
+            outputs.append(
+                {
+                    "index": 1,
+                    "name": CAM_OUTPUT,
+                    "shape": [1, *self.cam_size, 1],
+                    "dtype": dtype,
+                    "description": CAM_MEANING,
+                    "mean_is_logit": True,
+                    "heatmap": CAM_HEATMAP,
+                }
+            )
+        if dtype == "int8":
+            for output in outputs:  # each has its own scale and zero point, in the model file
+                output["dequantize"] = "(q - zero_point) * scale, with this output tensor's own quantization"
+        return outputs
+
+    @property
     def threshold(self) -> float:
         """The probability at or above which an image is called a fracture."""
         return float(self.thresholds[self.default_threshold])
@@ -95,7 +156,8 @@ class ModelMetadata:
             "labels": list(self.labels),
             "positive_label": self.labels[1],
             "input": {"size": self.image_size, "channels": 1, "range": [0, 255], "layout": "NHWC"},
-            "output": "probability",
+            "output": PROBABILITY_OUTPUT,
+            "outputs": self.outputs,
             "preprocessing": dataclasses.asdict(self.preprocessing),
             "thresholds": {name: float(value) for name, value in self.thresholds.items()},
             "default_threshold": self.default_threshold,
@@ -124,6 +186,7 @@ class ModelMetadata:
                 source_run=data.get("source_run", ""),
                 config=data.get("config", {}),
                 verification=data.get("verification", {}),
+                cam_size=_cam_size(data.get("outputs")),
             )
         except KeyError as error:
             raise ValueError(f"{source}: the metadata lacks the key {error.args[0]!r}.") from None
@@ -132,6 +195,28 @@ class ModelMetadata:
 
     def replace(self, **changes) -> ModelMetadata:
         return dataclasses.replace(self, **changes)
+
+
+def _cam_size(outputs) -> tuple[int, int] | None:
+    """The CAM's ``(h, w)`` from the JSON's ``"outputs"`` (absent: written before the CAM output, probability only)."""
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
+        raise ValueError(f"`outputs` must be a list of objects, got {outputs!r}.")
+    names = [o.get("name") for o in outputs]
+    if names not in ([PROBABILITY_OUTPUT], [PROBABILITY_OUTPUT, CAM_OUTPUT]) or [o.get("index") for o in outputs] != [
+        *range(len(outputs))
+    ]:
+        raise ValueError(
+            f"expected `outputs` {PROBABILITY_OUTPUT!r} (index 0) and optionally {CAM_OUTPUT!r} (index 1), "
+            f"got {[(o.get('index'), o.get('name')) for o in outputs]}."
+        )
+    if len(outputs) == 1:
+        return None
+    shape = outputs[1].get("shape")
+    if not isinstance(shape, list) or len(shape) != 4 or shape[0] != 1 or shape[3] != 1:
+        raise ValueError(f"expected the {CAM_OUTPUT!r} output's shape to be [1, h, w, 1], got {shape!r}.")
+    return shape[1], shape[2]
 
 
 def metadata_path(model_path: str | os.PathLike) -> Path:

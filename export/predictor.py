@@ -6,7 +6,9 @@ preprocesses it with the training pipeline's function and the metadata's paramet
 (`tf_fracture.data.preprocess.preprocess`: resize, CLAHE, unsharp masking), runs the model
 (`tf_fracture_export.litert`) and labels the probability at the metadata's operating threshold.
 Preprocessing that differs from training is the most common reason a device disagrees with Python;
-here it cannot differ unless the metadata is wrong.
+here it cannot differ unless the metadata is wrong. With ``heatmap_dir``, it also draws each image's
+class activation map (the model's output 1) over the preprocessed image the model saw, one PNG per
+image (`tf_fracture_export.heatmap`).
 
 Example:
     >>> predictor = Predictor("runs/demo/export/model_int8.tflite")
@@ -15,6 +17,8 @@ Example:
     [('a.png', 0.812, 'fracture'), ('b.dcm', 0.104, 'normal')]
     >>> result.skipped
     {'broken.jpg': 'truncated JPEG data (no end-of-image marker)'}
+    >>> predictor.predict_files(["a.png"], heatmap_dir="heatmaps").predictions[0].heatmap
+    'heatmaps/a_heatmap.png'
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 
 from tf_fracture.data.io import read_each, read_image
 from tf_fracture.data.preprocess import preprocess
-from tf_fracture_export import litert
+from tf_fracture_export import heatmap, litert
 from tf_fracture_export.metadata import ModelMetadata, read_metadata
 
 
@@ -43,6 +47,7 @@ class Prediction:
         label: ``labels[1]`` when ``probability >= threshold``, else ``labels[0]``.
         threshold: the operating threshold used.
         threshold_name: its name in the metadata's thresholds (e.g. ``"youden"``).
+        heatmap: the PNG of its class activation map, when one was asked for (else None).
     """
 
     path: str
@@ -50,6 +55,7 @@ class Prediction:
     label: str
     threshold: float
     threshold_name: str
+    heatmap: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +114,11 @@ class Predictor:
     def labels(self) -> tuple[str, ...]:
         return self.metadata.labels
 
+    @property
+    def has_cam(self) -> bool:
+        """Whether the model gives a class activation map (output 1), so that it can draw heatmaps."""
+        return self.metadata.has_cam
+
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A 2-D uint8 radiograph of any size -> the model's ``(S, S)`` uint8 input, as in training."""
         return preprocess(image, self.metadata.preprocessing)
@@ -132,24 +143,50 @@ class Predictor:
             raise ValueError(f"Expected one name per image, but got {len(names)} names for {len(images)} images.")
         return [self._prediction(name, p) for name, p in zip(names, self.probabilities(images), strict=True)]
 
-    def predict_files(self, paths: Iterable[str | os.PathLike]) -> Predictions:
+    def predict_files(
+        self, paths: Iterable[str | os.PathLike], *, heatmap_dir: str | os.PathLike | None = None
+    ) -> Predictions:
         """Reads, preprocesses and predicts each file; a file that cannot be read is skipped with its reason.
 
         Each image is preprocessed as soon as it is read, so only the small model inputs are held.
+
+        Args:
+            paths: PNG, JPEG or DICOM files.
+            heatmap_dir: also write each readable image's heatmap there (created if missing), named after
+                the file (`tf_fracture_export.heatmap.heatmap_names`: ``a.png`` -> ``a_heatmap.png``); each
+                `Prediction` names its PNG. None (default): no heatmaps.
+
+        Raises:
+            ValueError: ``heatmap_dir`` for a model without a class activation map (before anything is read).
         """
+        if heatmap_dir is not None and not self.has_cam:
+            raise ValueError(
+                f"{self.model_path} gives the fracture probability only (its metadata lists no 'cam' output), so it "
+                "cannot draw heatmaps: export the run again with this version (tf-fracture-export) from a classifier "
+                "with a CAM head (every tf_fracture.models.build_classifier model has one)."
+            )
         skipped: dict[str, str] = {}
         names, inputs = [], []
         for path, image in read_each(paths, read_image, skipped, key=os.fspath):
             names.append(os.fspath(path))
             inputs.append(self.preprocess(image)[..., np.newaxis])
-        probabilities = litert.run_model(self.interpreter, np.stack(inputs)) if inputs else []
-        predictions = tuple(self._prediction(n, p) for n, p in zip(names, probabilities, strict=True))
+        if not inputs:
+            return Predictions((), skipped)
+        if heatmap_dir is None:
+            probabilities = litert.run_model(self.interpreter, np.stack(inputs))
+            return Predictions(tuple(map(self._prediction, names, probabilities)), skipped)
+        probabilities, cams = litert.run_model_with_cam(self.interpreter, np.stack(inputs))
+        targets = heatmap.heatmap_names(names, heatmap_dir)
+        predictions = tuple(
+            self._prediction(name, probability, str(heatmap.write_heatmap(target, image, cam)))
+            for name, probability, target, image, cam in zip(names, probabilities, targets, inputs, cams, strict=True)
+        )
         return Predictions(predictions, skipped)
 
-    def _prediction(self, name: str, probability: float) -> Prediction:
+    def _prediction(self, name: str, probability: float, heatmap_path: str | None = None) -> Prediction:
         probability = float(probability)
         label = self.labels[1] if probability >= self.threshold else self.labels[0]
-        return Prediction(name, probability, label, self.threshold, self.threshold_name)
+        return Prediction(name, probability, label, self.threshold, self.threshold_name, heatmap_path)
 
 
 def _check_fits(metadata: ModelMetadata, interpreter, model_path: Path) -> None:
@@ -161,6 +198,12 @@ def _check_fits(metadata: ModelMetadata, interpreter, model_path: Path) -> None:
             f"{size}x{size}: the JSON beside the model belongs to another export. Export the model again "
             "(tf-fracture-export writes both files together)."
         )
+    outputs = litert.cam_size(interpreter)
+    if outputs != metadata.cam_size:
+        raise ValueError(
+            f"{model_path}: the metadata lists {_outputs(metadata.cam_size)} but the model gives "
+            f"{_outputs(outputs)}: the JSON beside the model belongs to another export. Export the model again."
+        )
     dtype = np.dtype(interpreter.get_input_details()[0]["dtype"])
     quantized_input = np.issubdtype(dtype, np.integer)
     if quantized_input != (metadata.quantization == "int8"):
@@ -168,3 +211,7 @@ def _check_fits(metadata: ModelMetadata, interpreter, model_path: Path) -> None:
             f"{model_path}: the metadata says {metadata.quantization!r} but the model's input is {dtype.name}: "
             "the JSON beside the model belongs to another export. Export the model again."
         )
+
+
+def _outputs(cam_size) -> str:
+    return "the probability only" if cam_size is None else f"the probability and a {cam_size[0]}x{cam_size[1]} CAM"

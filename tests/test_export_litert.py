@@ -11,6 +11,7 @@ from ai_edge_litert.interpreter import Interpreter
 from export_helpers import to_tflite
 
 from tf_fracture_export import litert
+from tf_fracture_export.convert import convert
 
 SIZE = 8
 SLOPE, BIAS = 8.0, -4.0
@@ -37,6 +38,23 @@ def sample_images():
     flat = np.stack([np.full((SIZE, SIZE), v, np.uint8) for v in (0, 40, 128, 200, 255)])
     noisy = rng.integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)
     return np.concatenate([flat, noisy])[..., np.newaxis]
+
+
+def golden_cam_model():
+    # cam = SLOPE * (mean of each 4x4 block) / 255 + BIAS on a 2x2 grid, logit = mean(cam): a closed form
+    # for both outputs, laid out as a tf-fracture classifier's head (a layer named "cam", then the mean).
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.AveragePooling2D(4)(x)
+    dense = keras.layers.Dense(1, name="cam")
+    cam = dense(x)
+    dense.set_weights([np.array([[SLOPE]], np.float32), np.array([BIAS], np.float32)])
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="logit")(cam))
+
+
+def expected_cam(images):
+    blocks = images[..., 0].astype(np.float64).reshape(len(images), 2, 4, 2, 4).mean(axis=(2, 4))
+    return SLOPE * blocks / 255.0 + BIAS
 
 
 def hard_swish_model():
@@ -67,6 +85,22 @@ def hard_swish(tmp_path_factory):
     calibration = np.random.default_rng(1).uniform(0, 255, (8, 16, 16, 1)).astype(np.float32)
     float32 = to_tflite(model, folder / "float32.tflite")
     return float32, to_tflite(model, folder / "int8.tflite", calibration=calibration)
+
+
+@pytest.fixture(scope="module")
+def golden_cam(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("golden_cam")
+    model = golden_cam_model()
+    calibration = np.random.default_rng(1).uniform(0, 255, (16, SIZE, SIZE, 1)).astype(np.float32)
+    calibration[:2] = [[[[0]]], [[[255]]]]
+    paths = []
+    for quantization in ("float32", "int8"):
+        path = folder / f"{quantization}.tflite"
+        path.write_bytes(
+            convert(model, quantization, calibration_images=calibration if quantization == "int8" else None)
+        )
+        paths.append(path)
+    return paths
 
 
 def test_float32_matches_the_closed_form(golden):
@@ -101,6 +135,31 @@ def test_int8_run_model_equals_the_raw_interpreter(golden):
         expected.append((int(raw.get_tensor(exit_["index"]).item()) - out_zero) * out_scale)
     got = litert.run_model(litert.load_interpreter(golden[1]), images)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+
+
+def test_the_cam_output_matches_its_closed_form_in_float32_and_int8(golden_cam):
+    images = sample_images()
+    cam = expected_cam(images)
+    probability = 1.0 / (1.0 + np.exp(-cam.mean(axis=(1, 2))))
+    assert np.ptp(cam) > 4 and np.ptp(cam[-1]) > 0.5  # the cells differ, within an image too
+    for path, (cam_tolerance, probability_tolerance) in zip(golden_cam, ((1e-5, 1e-6), (0.05, 0.02)), strict=True):
+        interpreter = litert.load_interpreter(path)
+        assert litert.cam_size(interpreter) == (2, 2)
+        got_probability, got_cam = litert.run_model_with_cam(interpreter, images)
+        assert got_cam.shape == (len(images), 2, 2) and got_cam.dtype == np.float32
+        # int8: the CAM spans about 8 logits, an output step of 8/255 = 0.03; a wrong scale or zero point
+        # (the probability's instead of the CAM's own) moves it by whole logits.
+        np.testing.assert_allclose(got_cam, cam, atol=cam_tolerance)
+        np.testing.assert_allclose(got_probability, probability, atol=probability_tolerance)
+        np.testing.assert_array_equal(litert.run_model(interpreter, images), got_probability)
+    assert litert.load_interpreter(golden_cam[1]).get_output_details()[1]["dtype"] == np.int8
+
+
+def test_a_probability_only_model_has_no_cam(golden):
+    interpreter = litert.load_interpreter(golden[0])
+    assert litert.cam_size(interpreter) is None
+    with pytest.raises(ValueError, match="probability only"):
+        litert.run_model_with_cam(interpreter, sample_images())
 
 
 def test_run_model_takes_uint8_or_float_with_or_without_the_channel_axis(golden):
