@@ -251,7 +251,14 @@ def test_backbone_carries_its_config_through_json_and_keras_file(name, variant, 
     backbone = build_backbone(name, variant, weights=None, **options)
     randomise_weights(backbone)
     config = backbone.get_config()
-    expected = {"name": backbone.name, "trainable": True, "frozen_layers": [], "family": name, "variant": variant}
+    expected = {
+        "name": backbone.name,
+        "trainable": True,
+        "frozen_layers": [],
+        "family": name,
+        "variant": variant,
+        "feature_stride": None,
+    }
     assert config == {**expected, **options}
     rebuilt = Backbone.from_config(json.loads(json.dumps(config)))
     assert rebuilt.get_config() == config and rebuilt.count_params() == backbone.count_params()
@@ -287,3 +294,30 @@ def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch, tmp_pat
     backbone = Backbone("mobilenetv3", "small")
     backbone.save(tmp_path / "saved.keras")
     assert load_model(tmp_path / "saved.keras").get_config() == backbone.get_config()
+
+
+@pytest.mark.parametrize("variant", ["small", "large_minimal"])
+def test_a_stride_16_tap_is_keras_network_cut_before_its_last_stage(variant, rng):
+    """feature_stride=16: the map is Keras' network cut at its last stride-16 block (weights transferred, the
+    last stage's left unused), then the 768-d conv and CBAM; the map is twice as fine as the network's own."""
+    tapped = build_backbone("mobilenetv3", variant, weights=None, feature_stride=16, input_size=64)
+    whole = build_backbone("mobilenetv3", variant, weights=None, input_size=64)
+    assert tapped.feature_map.shape[1:3] == (4, 4) and whole.feature_map.shape[1:3] == (2, 2)
+    assert tapped.output_shape == (None, 768) and tapped.feature_stride == 16
+    application = get_family("mobilenetv3").keras_application(variant)
+    randomise_weights(application)
+    load_application_weights(tapped, application)  # fails if a weight of the kept part finds no place
+    tap = "expanded_conv_7_add" if variant.startswith("small") else "expanded_conv_11_add"
+    cut = keras.Model(application.input, application.get_layer(tap).output)
+    x = images(rng, size=64)
+    ours = keras.Model(tapped.input, tapped.get_layer("feature_conv").input)(x)
+    assert_close_relative(ours, cut(np.repeat(x, 3, axis=-1)), rtol=1e-4, what="map at the tap")
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(tapped))
+    assert again.feature_stride == 16 and again.feature_map.shape[1:3] == (4, 4)
+
+
+def test_a_stride_a_family_does_not_offer_is_refused():
+    with pytest.raises(ValueError, match="offers feature_stride 32"):
+        build_backbone("convnext", "tiny", weights=None, feature_stride=16)
+    with pytest.raises(ValueError, match="feature_stride"):
+        BackboneConfig(name="mobilenetv3", feature_stride=8)

@@ -49,7 +49,7 @@ def fusion(small_classifiers):
 def test_classifier_outputs_one_logit_at_two_sizes(classifiers, name, rng):
     model = classifiers[name]
     assert model.output_shape == (None, 1)
-    assert model.get_layer("features").output.shape == (None, 768)
+    assert feature_extractor(model).output.shape == (None, 768)
     for size in (64, 96):
         logits = model(images(rng, size=size))
         assert logits.shape == (2, 1) and keras.backend.standardize_dtype(logits.dtype) == "float32"
@@ -184,7 +184,8 @@ def test_mixed_precision_classifier_computes_in_float16_and_returns_float32(rng)
     finally:
         keras.config.set_dtype_policy(previous)
     assert model.get_layer("top_cbam").compute_dtype == "float16"
-    assert model.get_layer("features").output.dtype == "float16"
+    assert model.get_layer("feature_map").output.dtype == "float16"
+    assert model.get_layer("cam").compute_dtype == "float32" and model.cam.dtype == "float32"
     logits = model(images(rng, size=64))
     assert keras.backend.standardize_dtype(logits.dtype) == "float32" and np.isfinite(np.asarray(logits)).all()
 

@@ -50,6 +50,7 @@ def build_backbone_from_config(config: BackboneConfig, keras_application: keras.
         input_size=config.input_size,
         cbam_reduction=config.cbam_reduction,
         cbam_kernel_size=config.cbam_kernel_size,
+        feature_stride=config.feature_stride,
     )
     if keras_application is not None:
         return load_application_weights(backbone, keras_application)

@@ -33,6 +33,7 @@ class Backbone(keras.Model):
         input_size: square input size in pixels; None accepts any size.
         cbam_reduction: CBAM channel-MLP reduction ratio.
         cbam_kernel_size: CBAM spatial-gate kernel size.
+        feature_stride: the feature map's stride; None = the network's own (see `BackboneConfig`).
 
     The weights are freshly initialised; use `load_imagenet_weights` or
     `load_application_weights` to fill them (or `build_backbone(..., weights="imagenet")`).
@@ -54,6 +55,7 @@ class Backbone(keras.Model):
         input_size: int | None = None,
         cbam_reduction: int = 16,
         cbam_kernel_size: int = 7,
+        feature_stride: int | None = None,
         **kwargs,
     ):
         config = BackboneConfig(
@@ -66,8 +68,10 @@ class Backbone(keras.Model):
             input_size=input_size,
             cbam_reduction=cbam_reduction,
             cbam_kernel_size=cbam_kernel_size,
+            feature_stride=feature_stride,
         )
         variant = resolve_variant(get_family(family), variant)
+        get_family(family).tap(config, variant)  # a stride the family does not offer is refused here
         inputs, features = get_family(family).build_graph(config, variant)
         name = kwargs.pop("name", None) or config.model_name(f"{family}_{variant}")
         trainable = kwargs.pop("trainable", True)
@@ -82,6 +86,7 @@ class Backbone(keras.Model):
         self.input_size = input_size
         self.cbam_reduction = cbam_reduction
         self.cbam_kernel_size = cbam_kernel_size
+        self.feature_stride = feature_stride
 
     @property
     def feature_map(self) -> keras.KerasTensor:
@@ -100,6 +105,7 @@ class Backbone(keras.Model):
             input_size=self.input_size,
             cbam_reduction=self.cbam_reduction,
             cbam_kernel_size=self.cbam_kernel_size,
+            feature_stride=self.feature_stride,
         )
 
     def get_config(self):
@@ -115,6 +121,7 @@ class Backbone(keras.Model):
             "input_size": self.input_size,
             "cbam_reduction": self.cbam_reduction,
             "cbam_kernel_size": self.cbam_kernel_size,
+            "feature_stride": self.feature_stride,
         }
 
     @classmethod

@@ -36,6 +36,13 @@ class BackboneConfig:
     )
     cbam_reduction: int = field(default=16, metadata={"help": "CBAM channel-MLP reduction ratio."})
     cbam_kernel_size: int = field(default=7, metadata={"help": "CBAM spatial-gate kernel size."})
+    feature_stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stride of the feature map (and so of the CAM): None = the network's own (32); 16 taps the "
+            "network before its last downsampling, for a finer map (families that list it in `taps`)."
+        },
+    )
 
     def __post_init__(self):
         check_choice("weights", self.weights, WEIGHTS)
@@ -46,6 +53,7 @@ class BackboneConfig:
         check_int("input_size", self.input_size, minimum=32, allow_none=True)
         check_int("cbam_reduction", self.cbam_reduction)
         check_int("cbam_kernel_size", self.cbam_kernel_size)
+        check_choice("feature_stride", self.feature_stride, (None, 16, 32))
 
     @classmethod
     def public(cls, name: str, variant: str | None = None, **overrides) -> BackboneConfig:

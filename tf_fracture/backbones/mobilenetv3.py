@@ -41,6 +41,9 @@ _APPLICATIONS = {
 }
 EDGE_VARIANTS = tuple(variant for variant, (_, minimalistic) in _APPLICATIONS.items() if minimalistic)
 ADDED = ("feature_conv", "feature_bn")
+# The last block before the final downsampling (stride 16): a map twice as fine as the network's own.
+_STRIDE_16 = {"small": "expanded_conv_7_add", "large": "expanded_conv_11_add"}
+TAPS = {16: {variant: _STRIDE_16[variant.removesuffix("_minimal")] for variant in _APPLICATIONS}}
 
 
 def keras_application(variant: str, weights: str | None = None) -> keras.Model:
@@ -50,8 +53,8 @@ def keras_application(variant: str, weights: str | None = None) -> keras.Model:
 
 def build_graph(config: BackboneConfig, variant: str):
     inputs = keras.Input((config.input_size, config.input_size, config.channels), name="image")
-    x = rebuild_graph(keras_application(variant), inputs)
-    if MOBILENETV3.projects(config, variant):
+    x = rebuild_graph(_tapped(keras_application(variant), MOBILENETV3.tap(config, variant)), inputs)
+    if MOBILENETV3.projects(config, variant) or MOBILENETV3.tap(config, variant):
         x = keras.layers.Conv2D(config.feature_dim, 1, use_bias=False, name="feature_conv")(x)
         x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="feature_bn")(x)
         # The network's own activation: hard-swish, or ReLU in the edge variants (int8-friendly).
@@ -67,7 +70,18 @@ def build_graph(config: BackboneConfig, variant: str):
 def transfer(application: keras.Model, backbone: keras.Model) -> None:
     added = [*ADDED, *(layer.name for layer in backbone.layers if isinstance(layer, CBAM))]
     stem = {"conv": lambda values: [grey_kernel(values[0])]} if backbone.stem == "grey" else {}
-    transfer_weights(application, backbone, transforms=stem, skip=added)
+    tap = MOBILENETV3.tap(backbone.build_config(), backbone.variant)
+    # A tapped backbone stops before the network's last stage: those weights have no place in it.
+    kept = {layer.name for layer in _tapped(application, tap).layers}
+    beyond = [layer.name for layer in application.layers if layer.name not in kept]
+    transfer_weights(application, backbone, transforms=stem, skip=added, unused_source=beyond)
+
+
+def _tapped(application: keras.Model, tap: str | None) -> keras.Model:
+    """Keras' network cut at the layer ``tap`` (its output the feature map), or whole for None."""
+    if tap is None:
+        return application
+    return keras.Model(application.input, application.get_layer(tap).output, name=f"{application.name}_{tap}")
 
 
 MOBILENETV3 = register_backbone(
@@ -79,6 +93,7 @@ MOBILENETV3 = register_backbone(
         keras_application=keras_application,
         transfer=transfer,
         native_width={"large": 960, "small": 576, "large_minimal": 960, "small_minimal": 576},
+        taps=TAPS,
         summary=(
             "MobileNetV3 (Howard et al. 2019); a 960->768 1x1 conv, then CBAM; 768-d features. "
             "'large_minimal'/'small_minimal': Keras' minimalistic networks (ReLU, no SE, 3x3), "

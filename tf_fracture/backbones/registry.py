@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import keras
 
@@ -26,6 +27,9 @@ class BackboneFamily:
             backbone of this family (greyscale stem, renamed and transposed layers handled).
         native_width: the network's own feature width per variant; ``feature_dim`` equal to it (or
             None) keeps the network's own head unchanged.
+        taps: finer feature maps the family offers: ``{stride: {variant: layer name}}``, the layer of
+            Keras' network whose output becomes the feature map when ``feature_stride`` asks for that
+            stride (the network's own is 32).
     """
 
     name: str
@@ -36,6 +40,19 @@ class BackboneFamily:
     transfer: Callable[[keras.Model, keras.Model], None]
     native_width: Mapping[str, int]
     summary: str
+    taps: Mapping[int, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def tap(self, config: BackboneConfig, variant: str) -> str | None:
+        """The layer to cut Keras' network at for ``config.feature_stride``, or None for the whole network."""
+        if config.feature_stride in (None, 32):
+            return None
+        if config.feature_stride not in self.taps:
+            offered = ", ".join(str(s) for s in (32, *sorted(self.taps)))
+            raise ValueError(
+                f"Backbone {self.name!r} offers feature_stride {offered} (None = 32), but got "
+                f"`feature_stride={config.feature_stride}`."
+            )
+        return self.taps[config.feature_stride][variant]
 
     def projects(self, config: BackboneConfig, variant: str) -> bool:
         """Whether ``config.feature_dim`` asks for a width other than the network's own."""

@@ -158,6 +158,10 @@ class ModelConfig:
     attention: bool = _help("CBAM attention at the method's points.", True)
     stem: str = _help("'grey' (1-channel input) or 'rgb'.", "grey")
     feature_dim: int | None = _help("Width of the pooled features; None = the network's own.", 768)
+    feature_stride: int | None = _help(
+        "Stride of the feature map and CAM: None = the network's own (32); 16 (MobileNetV3) a map twice as fine.",
+        None,
+    )
     weights: str | None = _help("'imagenet' (needs the Keras weights file) or None (random initialisation).", None)
     dropout: float = _help("Dropout rate before the logit.", 0.0)
     init_from: str | None = _help("A run folder (or .keras file) whose weights start this run.", None)
@@ -179,6 +183,7 @@ class ModelConfig:
         _check_bool("attention", self.attention)
         check_choice("stem", self.stem, STEMS)
         check_int("feature_dim", self.feature_dim, allow_none=True)
+        check_choice("feature_stride", self.feature_stride, (None, 16, 32))
         check_choice("weights", self.weights, WEIGHTS)
         check_rate("dropout", self.dropout)
         _check_str("init_from", self.init_from, allow_none=True)

@@ -179,9 +179,8 @@ def cam_model(model: keras.Model) -> keras.Model:
     """image -> ``(cam, logit)``: the classifier's own class activation map and its logit, from one call.
 
     ``cam`` is ``(batch, h, w, 1)`` float32 at the feature map's resolution and ``logit`` equals its
-    spatial mean. For a `FusionModel`, whose head is an MLP on pooled features and so has no map of
-    its own, ``cam`` is a list with one map per member (each member's own classifier CAM, from the
-    member's copy inside the fusion).
+    spatial mean. A `FusionModel`, whose head is an MLP on pooled features, has no map of its own:
+    it is refused (its members' runs each have their classifier's CAM).
 
     Example:
         >>> cams, logits = cam_model(classifier)(images)
@@ -194,7 +193,7 @@ def cam_model(model: keras.Model) -> keras.Model:
     if members:
         raise ValueError(
             f"{model.name!r} is a fusion model: its logit comes from an MLP on pooled features, not from a map. "
-            "Use `member_cams(fusion)` for one CAM per member."
+            "Explain each member's own run instead (each member classifier has its CAM)."
         )
     raise ValueError(
         f"Model {model.name!r} has no class activation map (no layer named {CAM_LAYER!r}); build it with "

@@ -79,6 +79,7 @@ def build_model(experiment) -> keras.Model:
             attention=config.attention,
             stem=config.stem,
             feature_dim=config.feature_dim,
+            feature_stride=config.feature_stride,
             input_size=data.image_size,
         )
     if config.init_from:
