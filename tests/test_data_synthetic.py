@@ -1,7 +1,7 @@
 """The synthetic radiograph generator: determinism, labels, locality of fractures, and difficulty.
 
 The difficulty tests are the point of the generator: global image statistics must not give the
-label away (a logistic regression on them scores AUROC < 0.65), while a small CNN learns it
+label away (a logistic regression on them scores AUROC < 0.6), while a small CNN learns it
 (``-m large``: ``.venv/bin/python -m pytest tests/test_data_synthetic.py -m large -s``).
 """
 
@@ -158,7 +158,7 @@ def test_global_statistics_do_not_reveal_the_label(samples, bins):
     labels = np.array([s.label for s in samples])
     auroc = cross_validated_auroc(features, labels)
     print(f"logistic regression on mean, std and a {bins}-bin histogram: AUROC {auroc:.3f}")
-    assert auroc < 0.65
+    assert auroc < 0.6
 
 
 def test_global_statistics_do_reveal_nuisance(samples):

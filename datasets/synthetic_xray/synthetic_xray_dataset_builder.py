@@ -56,10 +56,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # `tf_fracture_datasets`, which importlib.resources cannot do under an editable install.
     code_path = epath.Path(__file__)
     pkg_dir_path = code_path.parent
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
         "1.1.0": "`fracture_mask`: the pixels the fracture changed (all zero without one), for guided training.",
+        "1.2.0": "Fractures more conspicuous (wider, deeper lines; larger cortical steps); scenes unchanged.",
     }
     BUILDER_CONFIGS = [
         SyntheticXrayConfig(name="default", description="2000/250/250 images at 256 px."),

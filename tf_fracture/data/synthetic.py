@@ -296,23 +296,23 @@ def _draw_fracture(rng, bones, size, scale):
     tilt = math.radians(rng.uniform(-40.0, 40.0))
     normal = (math.cos(bone.angle + tilt), math.sin(bone.angle + tilt))
     px, py = -ay, ax  # perpendicular to the bone
-    # A sigma of at least 1.2 px at every size: thinner lines are lost in the noise, and a small
-    # CNN trained on 2000 images does not learn them.
-    width = max(1.2, rng.uniform(1.0, 2.0) * scale)
+    # A sigma of at least 1.5 px at every size: thinner lines are lost in the noise that CLAHE and
+    # the unsharp mask amplify, and a small CNN trained on a few thousand images learns them slowly.
+    width = max(1.5, rng.uniform(1.5, 2.5) * scale)
     side = float(rng.choice([-1.0, 1.0]))
     depth, extent, shift, rotation = 0.0, 1.0, (0.0, 0.0), 0.0
     if kind == "lucent_line":
-        depth = rng.uniform(0.8, 1.0)
+        depth = rng.uniform(0.9, 1.0)
         extent = 1.0 if rng.random() < 0.7 else rng.uniform(0.6, 0.9)
     elif kind == "displaced":
-        depth = rng.uniform(0.6, 1.0)
+        depth = rng.uniform(0.8, 1.0)
         lateral = side * rng.uniform(0.35, 0.8) * bone.radius
         gap = rng.uniform(-0.5, 3.0) * max(1.0, 1.5 * scale)  # negative: the fragments overlap
         shift = (lateral * px + gap * normal[0], lateral * py + gap * normal[1])
         rotation = math.radians(rng.uniform(-12.0, 12.0))
     else:  # cortical_step
-        depth = rng.uniform(0.7, 1.0)
-        lateral = side * max(1.0, rng.uniform(0.2, 0.35) * bone.radius)
+        depth = rng.uniform(0.8, 1.0)
+        lateral = side * max(1.0, rng.uniform(0.3, 0.45) * bone.radius)
         shift = (lateral * px, lateral * py)
     return _Fracture(
         kind=kind,
