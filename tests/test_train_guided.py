@@ -39,9 +39,9 @@ def data_dir(tmp_path_factory):
 def runs(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     out = {}
+    # Three short runs (the bce loss itself is checked against NumPy in test_train_losses.py).
     for name, changes in {
         "energy": [],
-        "bce": ["model.localization_loss=bce"],
         "none": ["model.localization_loss=none"],
         "weight0": ["model.localization_weight=0"],
     }.items():
@@ -62,10 +62,9 @@ def test_the_demo_is_guided_by_default():
     assert get_experiment("paper", stage="finetune", dataset="fracatlas").guided
 
 
-@pytest.mark.parametrize("name", ["energy", "bce"])
-def test_guided_runs_train_the_cam_and_record_it(runs, name):
-    summary, run = runs[name]
-    assert summary["localization_loss"] == name
+def test_a_guided_run_trains_the_cam_and_records_it(runs):
+    summary, run = runs["energy"]
+    assert summary["localization_loss"] == "energy"
     assert summary["train_images_with_box"] == 12  # tiny's 24 training images, half of them fractured
     rows = history(run)
     assert "cam_loss" in rows[0] and float(rows[0]["cam_loss"]) > 0

@@ -105,8 +105,8 @@ def main(argv=None) -> int:
         level = evaluation.levels[evaluation.primary]
         out = os.path.join(run_dir, "evaluation", f"{evaluation.dataset}-{evaluation.split}")
         print(
-            f"{evaluation.dataset} {evaluation.split} AUROC {metrics.roc_auc(level.labels, level.scores):.4f}; "
-            f"report: {os.path.join(out, 'report.md')}",
+            f"{evaluation.dataset} {evaluation.split} AUROC {metrics.roc_auc(level.labels, level.scores):.4f}"
+            f"{shortcut_summary(evaluation.shortcuts)}; report: {os.path.join(out, 'report.md')}",
             flush=True,
         )
     logs = os.path.join(run_dir, "logs")
@@ -116,6 +116,21 @@ def main(argv=None) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     return 0
+
+
+def shortcut_summary(shortcuts) -> str:
+    """``", CAM box hit rate 0.91 (chance 0.01), ..."``: the evaluation's headline shortcut figures, or ""."""
+    if shortcuts is None:
+        return ""
+    parts = []
+    localisation = getattr(shortcuts, "localisation", None)
+    if getattr(localisation, "hit_rate", None) and "cam" in localisation.hit_rate:
+        chance = localisation.rates["cam"].chance_rate
+        parts.append(f"CAM box hit rate {localisation.hit_rate['cam'].value:.3f} (chance {chance:.3f})")
+    counterfactual = getattr(shortcuts, "counterfactual", None)
+    if getattr(counterfactual, "logit", None) is not None:
+        parts.append(f"fractured copy scores higher in {counterfactual.logit.share_higher.value:.1%} of pairs")
+    return "".join(f", {part}" for part in parts)
 
 
 # On the built-in synthetic radiographs a working model separates the classes almost perfectly.
