@@ -43,7 +43,7 @@ def test_unknown_split_lists_valid_ones(tiny):
 def test_source_name():
     assert source_name(DataConfig(dataset="fracatlas"), "test") == "fracatlas/default/1.0.0/test"
     assert source_name("mura", "validation") == "mura/grouped_val/1.0.0/validation"
-    assert source_name(get_experiment("demo").data, "train") == "synthetic_xray/default/1.0.0/train"
+    assert source_name(get_experiment("demo").data, "train") == "synthetic_xray/default/1.2.0/train"
 
 
 def test_split_metadata_of_synthetic_xray(tiny):

@@ -22,6 +22,7 @@ from tf_fracture.backbones.weights import transfer_weights
 from tf_fracture.configs import ExperimentConfig, apply_overrides
 from tf_fracture.layers import CBAM
 from tf_fracture.models import build_classifier
+from tf_fracture.train.callbacks import classifier_of
 from tf_fracture.train.model_factory import build_model
 from tf_fracture_export import litert
 
@@ -123,7 +124,7 @@ def test_edge_classifier_saves_and_reloads(tmp_path, rng):
 
 def test_training_cli_override_builds_the_edge_variant():
     experiment = apply_overrides(ExperimentConfig(), ["model.variant=large_minimal", "data.image_size=64"])
-    model = build_model(experiment)
+    model = classifier_of(build_model(experiment))  # guided by default: the training model wraps the classifier
     assert (model.backbone.family, model.backbone.variant) == ("mobilenetv3", "large_minimal")
     with pytest.raises(ValueError, match="large_minimal, small_minimal"):
         build_model(apply_overrides(ExperimentConfig(), ["model.variant=minimal", "data.image_size=64"]))

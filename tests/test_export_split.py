@@ -55,7 +55,7 @@ def test_dataset_json(export, tiny_dir):
         info = json.load(f)
     split = load_split("synthetic_xray", "test", builder_config="tiny", data_dir=tiny_dir, decode_images=False)
     meta = split_metadata("synthetic_xray", split)
-    assert info["dataset"] == "synthetic_xray" and info["builder_config"] == "tiny" and info["version"] == "1.0.0"
+    assert info["dataset"] == "synthetic_xray" and info["builder_config"] == "tiny" and info["version"] == "1.2.0"
     assert info["splits"]["test"] == {"n": 8, "n_positive": int(meta["labels"].sum())}
     assert set(info["splits"]) == {"test", "validation"}
     assert info["class_names"] == ["normal", "fracture"]

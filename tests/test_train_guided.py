@@ -10,6 +10,7 @@ import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
 from tf_fracture.configs import ExperimentConfig, get_experiment
 from tf_fracture.models import load_model
 from tf_fracture.train.loop import train
+from tf_fracture.train.model_factory import build_model, compile_arguments, is_multitask
 from tf_fracture.train.run import RunFolder
 
 
@@ -39,12 +40,8 @@ def data_dir(tmp_path_factory):
 def runs(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    # Three short runs (the bce loss itself is checked against NumPy in test_train_losses.py).
-    for name, changes in {
-        "energy": [],
-        "none": ["model.localization_loss=none"],
-        "weight0": ["model.localization_weight=0"],
-    }.items():
+    # Two short runs (the bce loss itself is checked against NumPy in test_train_losses.py).
+    for name, changes in {"energy": [], "weight0": ["model.localization_weight=0"]}.items():
         config = experiment(data_dir, *changes)
         out[name] = (train(config, root / name, verbose=0), RunFolder(root / name))
     return out
@@ -72,10 +69,14 @@ def test_a_guided_run_trains_the_cam_and_records_it(runs):
     assert model.output_shape == (None, 1)  # the run folder keeps the single-logit classifier
 
 
-def test_an_unguided_run_has_no_localisation_loss(runs):
-    summary, run = runs["none"]
-    assert summary["localization_loss"] == "none"
-    assert "cam_loss" not in history(run)[0]
+def test_an_unguided_model_has_no_cam_output_and_no_localisation_loss(data_dir):
+    config = experiment(data_dir, "model.localization_loss=none")
+    assert not config.guided
+    model = build_model(config)
+    assert not is_multitask(model) and model.output_shape == (None, 1)
+    assert set(compile_arguments(model, 0.3, config.model)) == {"loss", "metrics"}
+    guided = experiment(data_dir)
+    assert "cam" in compile_arguments(build_model(guided), 0.3, guided.model)["loss"]
 
 
 def test_the_localisation_loss_changes_the_training(runs):

@@ -23,8 +23,8 @@ from tf_fracture.data.pipeline import evaluation_pipeline
 from tf_fracture.data.sources import load_split, split_metadata
 from tf_fracture.metrics import roc_auc
 from tf_fracture.models import load_model
-from tf_fracture.models.multitask import BODY_PART, FRACTURE, MultiTaskClassifier
-from tf_fracture.train.callbacks import body_part_scores
+from tf_fracture.models.multitask import BODY_PART, CAM, FRACTURE, MultiTaskClassifier
+from tf_fracture.train.callbacks import body_part_scores, classifier_of
 from tf_fracture.train.loop import train
 from tf_fracture.train.model_factory import (
     KnownPartAccuracy,
@@ -167,6 +167,7 @@ def test_model_keras_is_the_single_logit_classifier_of_the_best_epoch(finished):
 def test_final_weights_are_the_classifiers_and_load_into_a_plain_classifier(finished):
     config, run, _, snapshots, _ = finished
     plain = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, aux_body_part=False)))
+    plain = classifier_of(plain)  # FracAtlas has boxes: guided, the training model wraps the classifier
     plain.load_weights(run.final_weights)
     logits = np.asarray(plain(snapshots.images, training=False))
     np.testing.assert_allclose(logits, snapshots.outputs[-1][FRACTURE], rtol=0, atol=1e-5)
@@ -246,10 +247,14 @@ def test_fusion_with_the_body_part_head_is_refused_before_any_data_is_read(tmp_p
 
 
 def test_compile_arguments_of_a_multitask_model(dirs):
-    model = build_model(experiment(*dirs))
-    arguments = compile_arguments(model, 0.7)
-    assert arguments["loss_weights"] == {FRACTURE: 1.0, BODY_PART: 0.7}
+    config = experiment(*dirs)
+    model = build_model(config)
+    arguments = compile_arguments(model, 0.7, config.model)
+    # FracAtlas has boxes: guided by default, so the CAM's localisation loss is there too.
+    assert arguments["loss_weights"] == {FRACTURE: 1.0, BODY_PART: 0.7, CAM: config.model.localization_weight}
     assert set(arguments["metrics"]) == {FRACTURE, BODY_PART}
+    with pytest.raises(ValueError, match="model_config"):
+        compile_arguments(model, 0.7)
 
 
 class Interrupt(keras.callbacks.Callback):
