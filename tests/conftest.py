@@ -17,6 +17,16 @@ def _seed():
     keras.utils.set_random_seed(1234)
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """synthetic_xray/tiny built once for the session (read-only once prepared: runs only read it)."""
+    import tensorflow_datasets as tfds
+
+    path = tmp_path_factory.mktemp("tfds")
+    tfds.builder("synthetic_xray/tiny", data_dir=str(path)).download_and_prepare()
+    return str(path)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

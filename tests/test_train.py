@@ -56,13 +56,6 @@ class Snapshots(keras.callbacks.Callback):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tfds")
-    tfds.builder("synthetic_xray/tiny", data_dir=str(path)).download_and_prepare()
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def validation_labels(data_dir):
     split = tfds.load("synthetic_xray/tiny", split="validation", data_dir=data_dir, shuffle_files=False)
     return np.array([int(example["label"]) for example in split.as_numpy_iterator()], np.float64)

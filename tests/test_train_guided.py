@@ -4,7 +4,6 @@ import csv
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
 from tf_fracture.configs import ExperimentConfig, get_experiment
@@ -27,13 +26,6 @@ def experiment(data_dir, *changes) -> ExperimentConfig:
             *changes,
         ]
     )
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tfds")
-    tfds.builder("synthetic_xray/tiny", data_dir=str(path)).download_and_prepare()
-    return str(path)
 
 
 @pytest.fixture(scope="module")
