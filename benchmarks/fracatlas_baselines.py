@@ -350,7 +350,7 @@ def read_scores(path: str, splits: Mapping[str, SplitData]) -> dict[str, np.ndar
     """A model's scores aligned with each split's order, from a CSV or from an evaluated run folder.
 
     ``path`` is either a CSV of ``split, filename, score`` rows, or a run folder that
-    ``python -m tf_fracture.evaluate RUN --dataset fracatlas --split S`` has scored on the validation
+    ``tf-fracture evaluate RUN --dataset fracatlas --split S`` has scored on the validation
     and the test split (its ``evaluation/fracatlas-<split>/predictions.csv``: ``filename, label,
     probability``).
     """
@@ -360,7 +360,7 @@ def read_scores(path: str, splits: Mapping[str, SplitData]) -> dict[str, np.ndar
             csv_path = os.path.join(path, "evaluation", f"fracatlas-{split}", "predictions.csv")
             if not os.path.isfile(csv_path):
                 raise ValueError(
-                    f"{path}: no {csv_path}; score the run on that split first: python -m tf_fracture.evaluate "
+                    f"{path}: no {csv_path}; score the run on that split first: tf-fracture evaluate "
                     f"{path} --dataset fracatlas --split {split}"
                     + (" --allow-same-split" if split == "validation" else "")
                 )

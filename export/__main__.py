@@ -1,7 +1,7 @@
-"""``tf-fracture-export RUN [--quantize Q ... | all]`` (``python -m tf_fracture_export``).
+"""``tf-fracture export RUN [--quantize Q ... | all]`` (``python -m tf_fracture_export``).
 
-    tf-fracture-export runs/demo --quantize all                 # -> runs/demo/export/
-    tf-fracture-export runs/demo --quantize int8 --calibration-images 500 --out app/models
+    tf-fracture export runs/demo --quantize all                 # -> runs/demo/export/
+    tf-fracture export runs/demo --quantize int8 --calibration-images 500 --out app/models
 
 Writes ``model_<q>.tflite`` with its metadata ``model_<q>.json``, ``verification_<q>.json`` and one
 ``report.md``; prints where they are and the report's table. Exits 1 when a variant fails the
@@ -32,7 +32,7 @@ ALL = "all"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tf-fracture-export",
+        prog="tf-fracture export",
         description=(
             "Export a training run's model to TFLite (batch 1, preprocessed 0-255 greyscale in; out: the fracture "
             "probability, then the class activation map where the classifier has one), with metadata JSON, and "
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tf_fracture_export.verify import REPORT_FILE, VerificationError, markdown_table
 
     out = args.out or f"{args.run.rstrip('/')}/{EXPORT_DIR}"
-    command = shlex.join(["tf-fracture-export", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["tf-fracture export", *(sys.argv[1:] if argv is None else argv)])
     try:
         results = export_run(
             args.run,

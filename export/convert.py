@@ -264,6 +264,6 @@ def read_experiment(run_dir: str | os.PathLike):
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise FileNotFoundError(
-            f"No config.json in {str(run_dir)!r}: expected a training run folder (python -m tf_fracture.train)."
+            f"No config.json in {str(run_dir)!r}: expected a training run folder (tf-fracture train)."
         )
     return ExperimentConfig.from_json(folder.config)

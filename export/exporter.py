@@ -1,4 +1,4 @@
-"""A run folder to verified TFLite models: what ``tf-fracture-export`` does, as an importable function.
+"""A run folder to verified TFLite models: what ``tf-fracture export`` does, as an importable function.
 
     import tf_fracture.datasets  # registers the TFDS builders (an entry point's job)
     from tf_fracture_export.exporter import export_run
@@ -60,7 +60,7 @@ def run_thresholds(run_dir: str | os.PathLike, experiment) -> tuple[dict[str, fl
     """The run's operating thresholds ``({name: probability}, default name, metrics.json used)``.
 
     From ``RUN/evaluation/*/metrics.json`` of the run's own dataset (its test-split report first,
-    ``python -m tf_fracture.evaluate RUN``): thresholds chosen on the validation split. The default
+    ``tf-fracture evaluate RUN``): thresholds chosen on the validation split. The default
     is ``youden`` when present. A run never evaluated gets ``{"fixed": 0.5}`` (and None as the source).
     """
     from tf_fracture.evaluate.evaluation import default_out_dir

@@ -53,7 +53,7 @@ def load_interpreter(model_path: str | os.PathLike, num_threads: int | None = No
 
     path = Path(model_path)
     if not path.is_file():
-        raise FileNotFoundError(f"No model at {path}: pass the .tflite file that tf-fracture-export wrote.")
+        raise FileNotFoundError(f"No model at {path}: pass the .tflite file that tf-fracture export wrote.")
     if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)):
         raise ValueError(f"Expected `num_threads` to be an int >= 1 or None, but got `num_threads={num_threads!r}`.")
     if num_threads is not None and num_threads < 1:
@@ -64,7 +64,7 @@ def load_interpreter(model_path: str | os.PathLike, num_threads: int | None = No
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise ValueError(
-            f"{path}: LiteRT cannot load this model ({error}). Export it again with tf-fracture-export."
+            f"{path}: LiteRT cannot load this model ({error}). Export it again with tf-fracture export."
         ) from None
     return interpreter
 
@@ -232,7 +232,7 @@ def is_fully_accelerated(model_path: str | os.PathLike) -> bool:
     """
     path = Path(model_path)
     if not path.is_file():
-        raise FileNotFoundError(f"No model at {path}: pass the .tflite file that tf-fracture-export wrote.")
+        raise FileNotFoundError(f"No model at {path}: pass the .tflite file that tf-fracture export wrote.")
     try:
         from ai_edge_litert.compiled_model import CompiledModel
     except ImportError:

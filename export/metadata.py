@@ -242,7 +242,7 @@ def read_metadata(path: str | os.PathLike) -> ModelMetadata:
         path = metadata_path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"No model metadata at {path}: an exported model needs its JSON beside it (tf-fracture-export writes both)."
+            f"No model metadata at {path}: an exported model needs its JSON beside it (tf-fracture export writes both)."
         )
     try:
         data = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""``tf-fracture-predict MODEL.tflite IMAGE... [--json] [--threads N] [--threshold NAME] [--heatmap DIR]``
+"""``tf-fracture predict MODEL.tflite IMAGE... [--json] [--threads N] [--threshold NAME] [--heatmap DIR]``
 
 Runs an exported model on radiographs (PNG, JPEG, DICOM) with LiteRT, NumPy and OpenCV only, without
 TensorFlow, exactly as an app would: read, preprocess as the metadata beside the model says, run,
@@ -24,8 +24,8 @@ Exit status: 0 when at least one image was predicted (bad files are listed, not 
 or an argument is wrong.
 
 Example:
-    tf-fracture-predict runs/demo/export/model_int8.tflite xrays/*.png study.dcm --threads 2
-    tf-fracture-predict runs/demo/export/model_float32.tflite a.png --heatmap heatmaps/   # heatmaps/a_heatmap.png
+    tf-fracture predict runs/demo/export/model_int8.tflite xrays/*.png study.dcm --threads 2
+    tf-fracture predict runs/demo/export/model_float32.tflite a.png --heatmap heatmaps/   # heatmaps/a_heatmap.png
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ EXIT_BAD_MODEL = 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tf-fracture-predict",
+        prog="tf-fracture predict",
         description="Fracture probability of each radiograph, from an exported .tflite model (no TensorFlow).",
     )
     parser.add_argument("model", help="the .tflite model; its metadata JSON (same name, .json) must be beside it")
@@ -83,15 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         predictor = Predictor(args.model, num_threads=args.threads, threshold=args.threshold)
     except (FileNotFoundError, ValueError) as error:
-        print(f"tf-fracture-predict: {error}", file=sys.stderr)
+        print(f"tf-fracture predict: {error}", file=sys.stderr)
         return EXIT_BAD_MODEL
     try:
         result = predictor.predict_files(args.images, heatmap_dir=args.heatmap)
     except ValueError as error:  # --heatmap for a model without a CAM output, refused before reading anything
-        print(f"tf-fracture-predict: {error}", file=sys.stderr)
+        print(f"tf-fracture predict: {error}", file=sys.stderr)
         return EXIT_BAD_MODEL
     except OSError as error:  # --heatmap DIR cannot be created or written
-        print(f"tf-fracture-predict: cannot write the heatmaps to {args.heatmap}: {error}", file=sys.stderr)
+        print(f"tf-fracture predict: cannot write the heatmaps to {args.heatmap}: {error}", file=sys.stderr)
         return EXIT_BAD_MODEL
     if args.json:
         print(json.dumps(to_json(predictor, result), indent=2))
@@ -101,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prediction.path}\t{prediction.probability:.4f}\t{prediction.label}{heatmap}")
     if result.skipped:
         lines = "".join(f"\n  {path}: {reason}" for path, reason in result.skipped.items())
-        print(f"tf-fracture-predict: skipped {len(result.skipped)} unreadable file(s):{lines}", file=sys.stderr)
+        print(f"tf-fracture predict: skipped {len(result.skipped)} unreadable file(s):{lines}", file=sys.stderr)
     if not result.predictions:
         print(
-            f"tf-fracture-predict: none of the {len(args.images)} image(s) could be read; "
+            f"tf-fracture predict: none of the {len(args.images)} image(s) could be read; "
             "pass PNG, JPEG or DICOM files (see the reasons above).",
             file=sys.stderr,
         )

@@ -97,7 +97,7 @@ class Predictor:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(
-                f"No model at {self.model_path}: pass the .tflite file that tf-fracture-export wrote."
+                f"No model at {self.model_path}: pass the .tflite file that tf-fracture export wrote."
             )
         self.metadata: ModelMetadata = read_metadata(self.model_path)
         self.interpreter = litert.load_interpreter(self.model_path, num_threads=num_threads)
@@ -162,7 +162,7 @@ class Predictor:
         if heatmap_dir is not None and not self.has_cam:
             raise ValueError(
                 f"{self.model_path} gives the fracture probability only (its metadata lists no 'cam' output), so it "
-                "cannot draw heatmaps: export the run again with this version (tf-fracture-export) from a classifier "
+                "cannot draw heatmaps: export the run again with this version (tf-fracture export) from a classifier "
                 "with a CAM head (every tf_fracture.models.build_classifier model has one)."
             )
         skipped: dict[str, str] = {}
@@ -196,7 +196,7 @@ def _check_fits(metadata: ModelMetadata, interpreter, model_path: Path) -> None:
         raise ValueError(
             f"{model_path}: the metadata's image_size is {metadata.image_size} but the model's input is "
             f"{size}x{size}: the JSON beside the model belongs to another export. Export the model again "
-            "(tf-fracture-export writes both files together)."
+            "(tf-fracture export writes both files together)."
         )
     outputs = litert.cam_size(interpreter)
     if outputs != metadata.cam_size:

@@ -1,4 +1,4 @@
-"""The export side of the edge issue: convert, verify and the ``tf-fracture-export`` command on a tiny real run.
+"""The export side of the edge issue: convert, verify and the ``tf-fracture export`` command on a tiny real run.
 
 The run is MobileNetV3-small + CBAM at 64 px (a 2 x 2 class activation map) trained one epoch (3 steps)
 on synthetic_xray/tiny by `tf_fracture.train`. A model trained a few steps still has BatchNorm's initial
@@ -130,7 +130,7 @@ def _keras_cams(model, images):
 
 @pytest.fixture(scope="module")
 def exported(run):
-    """``tf-fracture-export RUN --quantize all`` once: (return code, stdout, stderr, out folder)."""
+    """``tf-fracture export RUN --quantize all`` once: (return code, stdout, stderr, out folder)."""
     path, _ = run
     out, err = io.StringIO(), io.StringIO()
     args = [str(path), "--quantize", "all", "--latency-runs", "3"]  # calibration: all 24 training images
@@ -149,7 +149,7 @@ def test_cli_exports_every_variant_with_metadata_verification_and_report(exporte
         assert f"{q}: {folder / f'model_{q}.tflite'}" in out
     assert f"report: {folder}/report.md" in out
     report = (folder / "report.md").read_text()
-    assert "tf-fracture-export" in report and "--quantize all" in report  # the command that produced it
+    assert "tf-fracture export" in report and "--quantize all" in report  # the command that produced it
     table = [line for line in report.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + len(QUANTIZATIONS) and all(line.endswith("| pass |") for line in table[2:])
     assert table[2] in out  # the same table printed

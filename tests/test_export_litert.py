@@ -182,7 +182,7 @@ def test_load_interpreter_errors(tmp_path, golden):
         litert.load_interpreter(tmp_path / "missing.tflite")
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"not a flatbuffer at all" * 10)
-    with pytest.raises(ValueError, match=r"cannot load this model.*tf-fracture-export"):
+    with pytest.raises(ValueError, match=r"cannot load this model.*tf-fracture export"):
         litert.load_interpreter(garbage)
     with pytest.raises(ValueError, match="num_threads"):
         litert.load_interpreter(golden[0], num_threads=0)

@@ -174,7 +174,7 @@ def test_metadata_that_does_not_fit_the_model_is_refused(exported, tmp_path):
     with pytest.raises(ValueError, match=r"Unknown threshold 'nope'.*fixed, youden"):
         Predictor(copy, threshold="nope")
     metadata_path(copy).unlink()
-    with pytest.raises(FileNotFoundError, match=r"No model metadata.*tf-fracture-export writes both"):
+    with pytest.raises(FileNotFoundError, match=r"No model metadata.*tf-fracture export writes both"):
         Predictor(copy)
 
 

@@ -27,6 +27,7 @@ MODULES = [
     "tf_fracture_export.metadata",
     "tf_fracture_export.litert",
     "tf_fracture_export.predictor",
+    "tf_fracture.command",
 ]
 
 BLOCK_TENSORFLOW = """
@@ -90,6 +91,19 @@ try:
     raise AssertionError("a missing model was loaded")
 except FileNotFoundError as error:
     assert "No model at" in str(error), error
+""",
+    "tf_fracture.command": """
+# `tf-fracture predict` runs its parser and its predictor without TensorFlow.
+import contextlib, io
+try:
+    with contextlib.redirect_stdout(io.StringIO()):
+        module.main(["predict", "--help"])
+except SystemExit as exit_:
+    assert exit_.code == 0, exit_.code
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = module.main(["predict", os.path.join(tmp, "missing.tflite"), os.path.join(tmp, "a.png")])
+assert code != 0 and "missing.tflite" in err.getvalue(), (code, err.getvalue())
 """,
     "tf_fracture.data.preprocess": """
 import numpy as np

@@ -1,12 +1,12 @@
 """Smoke run: the built-in synthetic dataset through the data pipeline into every model.
 
-    python -m tf_fracture.smoke                  # random init, works offline
-    python -m tf_fracture.smoke --weights imagenet --stage mura --keras-summary
+    tf-fracture smoke                  # random init, works offline
+    tf-fracture smoke --weights imagenet --stage mura --keras-summary
 
 It builds the ``synthetic_xray/tiny`` TFDS dataset, takes one training batch through the
 method's preprocessing (resize, CLAHE, unsharp masking) and augmentation, builds the three
 classifiers and the fusion model, and runs each on the batch. This is the README's main
-command until the training CLI (``python -m tf_fracture.train``) lands; it proves the install,
+command until the training CLI (``tf-fracture train``) lands; it proves the install,
 the data path and the models on a fresh machine.
 """
 
@@ -39,7 +39,9 @@ def synthetic_batch(stage: str, data_dir: str, batch_size: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tf-fracture smoke", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--weights", choices=("none", "imagenet"), default="none", help="backbone initialisation")
     parser.add_argument(
         "--stage", choices=("mura", "elbow"), default="mura", help="preprocessing preset: 384 px (mura), 584 px (elbow)"

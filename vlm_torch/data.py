@@ -1,6 +1,6 @@
 """The VLM track's data: the CNN side's exported splits, read without TensorFlow.
 
-The CNN side writes a prepared TFDS split once (``python -m tf_fracture.data.export_split``):
+The CNN side writes a prepared TFDS split once (``tf-fracture export-split``):
 
     OUT/dataset.json                     dataset, builder config and version, split sizes
     OUT/<split>/manifest.csv             id, file, label (+ filename, group, body part ... where there are)
@@ -65,7 +65,7 @@ def read_dataset_info(data_dir: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No {DATASET_INFO} in {os.fspath(data_dir)!r}: is it an export? Write one with "
-            "`python -m tf_fracture.data.export_split --dataset NAME --out DIR` (TensorFlow side)."
+            "`tf-fracture export-split --dataset NAME --out DIR` (TensorFlow side)."
         )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -93,7 +93,7 @@ def read_split(data_dir: str | os.PathLike, split: str) -> list[Record]:
         raise FileNotFoundError(
             f"No split {split!r} in {os.fspath(data_dir)!r} (no {os.path.join(split, MANIFEST)}); "
             + (f"the splits there: {', '.join(there)}. " if there else "it holds no exported split. ")
-            + "Export it with `python -m tf_fracture.data.export_split --split "
+            + "Export it with `tf-fracture export-split --split "
             + f"{split} --out {os.fspath(data_dir)} ...`."
         )
     with open(manifest, newline="", encoding="utf-8") as f:

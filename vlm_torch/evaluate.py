@@ -479,12 +479,12 @@ def _progress(total: int, enabled: bool):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m vlm_torch.evaluate",
+        prog="tf-fracture vlm-evaluate",
         description="Evaluate a VLM (a training run, or a base model) on an exported split: greedy answers parsed "
         "to A / B / both / neither, and the A/B score log P(B) - log P(A) with AUROC and threshold metrics.",
     )
     parser.add_argument("target", metavar="RUN_OR_MODEL", help="a vlm_torch.train run folder, or a base model")
-    parser.add_argument("--data", help="the export (python -m tf_fracture.data.export_split); default: the run's")
+    parser.add_argument("--data", help="the export (tf-fracture export-split); default: the run's")
     parser.add_argument("--split", default="test", help="the split scored (default test)")
     parser.add_argument(
         "--threshold-split",
@@ -529,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         data_dir = args.data or source.data_dir
         if not data_dir:
-            raise ValueError("Name the data: --data EXPORT_DIR (python -m tf_fracture.data.export_split writes one).")
+            raise ValueError("Name the data: --data EXPORT_DIR (tf-fracture export-split writes one).")
         out = args.out or (os.path.join(source.run_dir, "evaluation", args.split) if source.run_dir else None)
         if out is None:
             raise ValueError("A base model has no run folder to write into: pass --out DIR.")

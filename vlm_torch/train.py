@@ -98,7 +98,7 @@ def train(
     Args:
         config: the resolved configuration (a preset with overrides).
         model_path: the base model's folder (or hub id) that the family's ``load`` reads.
-        data_dir: an exported split folder (``python -m tf_fracture.data.export_split``): ``train/`` and
+        data_dir: an exported split folder (``tf-fracture export-split``): ``train/`` and
             optionally ``validation/``.
         limit: use only the first ``limit`` records of each split (a quick trial).
         checkpoint_every: write the resumable state every this many optimizer steps (and at each epoch's end).
@@ -124,9 +124,7 @@ def train(
     data = importlib.import_module("vlm_torch.data")
     train_records = _first(data.read_split(data_dir, "train"), limit)
     if not train_records:
-        raise ValueError(
-            f"{data_dir} has no training records: export the splits with python -m tf_fracture.data.export_split"
-        )
+        raise ValueError(f"{data_dir} has no training records: export the splits with tf-fracture export-split")
     has_validation = VALIDATION in data.available_splits(data_dir)
     val_records = _first(data.read_split(data_dir, VALIDATION), limit) if has_validation else []
 
@@ -348,14 +346,12 @@ def _seed_everything(seed: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m vlm_torch.train",
+        prog="tf-fracture vlm-train",
         description="LoRA fine-tuning of a VLM on an exported split, from the model's preset (the method's values).",
     )
     parser.add_argument("--model", required=True, choices=sorted(PRESETS), help="the VLM family and its preset")
     parser.add_argument("--model-path", required=True, help="the base model's folder (or hub id)")
-    parser.add_argument(
-        "--data", required=True, help="an exported split folder (python -m tf_fracture.data.export_split)"
-    )
+    parser.add_argument("--data", required=True, help="an exported split folder (tf-fracture export-split)")
     parser.add_argument("--run-dir", default=None, help="the run folder (default runs/vlm-<model>)")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None, help="base weights (default: preset's)")
     parser.add_argument("--epochs", type=int, default=None)

@@ -18,9 +18,9 @@ records; only the command line knows the dataset registry):
 - `__main__`: the command line (exit code 0 whatever the audit finds, 2 for bad arguments)::
 
     # a TFDS dataset registered by tf-fracture, every split
-    python -m tf_fracture.audit fracatlas --data-dir ~/tensorflow_datasets --json audit.json
+    tf-fracture audit fracatlas --data-dir ~/tensorflow_datasets --json audit.json
     # a folder of images, the label of each being its parent folder's name
-    python -m tf_fracture.audit --folder FracAtlas/images --labels-from-parent --json audit.json
+    tf-fracture audit --folder FracAtlas/images --labels-from-parent --json audit.json
 
 Example:
     >>> records = [AuditRecord("a.png", 0, "train", image=image), AuditRecord("b.png", 1, "test", image=image)]

@@ -1,4 +1,4 @@
-"""The audit's command line: `python -m tf_fracture.audit` (see `--help`).
+"""The audit's command line: `tf-fracture audit` (see `--help`).
 
 The only module of the audit that knows tf-fracture's dataset registry: it registers the builders
 before it looks a TFDS dataset up by name. Exit code 0 whatever the audit finds, 2 for bad arguments.
@@ -25,7 +25,7 @@ __all__ = ["main"]
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_fracture.audit",
+        prog="tf-fracture audit",
         description=(
             "Audit a dataset: class balance per split, corrupt files, exact and near duplicates (perceptual hash) "
             "within and across splits, duplicates with different labels, and patients in several splits. "

@@ -5,7 +5,7 @@ TF-free (the CLI parses and checks a config before TensorFlow loads). Every fiel
 is nested: ``{"name": ..., "data": {...}, "model": {...}, "train": {...}}``; a run folder's
 ``config.json`` repeats the run on its own:
 
-    python -m tf_fracture.train --config RUN/config.json --run-dir NEW
+    tf-fracture train --config RUN/config.json --run-dir NEW
 
 Example:
     >>> config = ExperimentConfig().override(["train.epochs=3", "data.image_size=224"])

@@ -1,9 +1,9 @@
-"""``python -m tf_fracture.data.export_split``: prepared TFDS splits as PNG files + a manifest, for readers
+"""``tf-fracture export-split``: prepared TFDS splits as PNG files + a manifest, for readers
 without TensorFlow (the PyTorch VLM track, ``vlm_torch.data``).
 
-    python -m tf_fracture.data.export_split --dataset fracatlas --manual-dir FracAtlas/ --out exports/fracatlas
-    python -m tf_fracture.data.export_split --dataset synthetic_xray --builder-config tiny --split test --out x
-    python -m tf_fracture.data.export_split --config runs/paper-finetune-convnext/config.json --out exports/elbow
+    tf-fracture export-split --dataset fracatlas --manual-dir FracAtlas/ --out exports/fracatlas
+    tf-fracture export-split --dataset synthetic_xray --builder-config tiny --split test --out x
+    tf-fracture export-split --config runs/paper-finetune-convnext/config.json --out exports/elbow
 
 The same TFDS builders, configs and splits the CNN side trains and evaluates on, read in the same fixed
 order, so that a CNN test image is a VLM test image. Writes
@@ -40,7 +40,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_fracture.data.export_split",
+        prog="tf-fracture export-split",
         description="Write prepared TFDS splits as PNG images + manifest.csv (+ dataset.json) for the VLM track.",
         epilog="Rerunning the same command resumes an interrupted export; a finished one is left unchanged.",
     )
@@ -128,7 +128,7 @@ def export_splits(data, splits: Sequence[str], out_dir: str | os.PathLike) -> di
         print(f"{data.dataset}/{split}: {labels.size} images ({written} written) -> {split_dir}", flush=True)
     builder_info = builder.info
     info["class_names"] = [str(n) for n in builder_info.features["label"].names]
-    info["written_by"] = "python -m tf_fracture.data.export_split"
+    info["written_by"] = "tf-fracture export-split"
     _write_atomically(os.path.join(out_dir, DATASET_INFO), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return info
 

@@ -1,7 +1,7 @@
 """Evaluation of trained runs: metrics with confidence intervals, a report folder, comparisons.
 
-    python -m tf_fracture.evaluate runs/demo                       # its dataset's test split
-    python -m tf_fracture.evaluate runs/cbam runs/no-cbam --out runs/ablation
+    tf-fracture evaluate runs/demo                       # its dataset's test split
+    tf-fracture evaluate runs/cbam runs/no-cbam --out runs/ablation
 
     from tf_fracture.evaluate import evaluate_run
     evaluation = evaluate_run("runs/demo")    # -> runs/demo/evaluation/synthetic_xray-test/

@@ -1,7 +1,7 @@
-"""``python -m tf_fracture.evaluate RUN [RUN ...]``: each run's report, and a comparison for several.
+"""``tf-fracture evaluate RUN [RUN ...]``: each run's report, and a comparison for several.
 
-python -m tf_fracture.evaluate runs/demo
-python -m tf_fracture.evaluate runs/cbam runs/no-cbam --dataset fracatlas --split test --out runs/ablation
+tf-fracture evaluate runs/demo
+tf-fracture evaluate runs/cbam runs/no-cbam --dataset fracatlas --split test --out runs/ablation
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tf_fracture import cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_fracture.evaluate",
+        prog="tf-fracture evaluate",
         description=(
             "Evaluate trained runs: thresholds (0.5, Youden, target sensitivity) chosen on the validation split, "
             "metrics with 95%% bootstrap CIs on the scored split, per study (MURA) and per body part, and the "

@@ -3,8 +3,8 @@ Grad-CAM heatmaps from each backbone's feature map (one per fusion member), over
 radiograph, and the box hit rate of each (how often a heatmap's peak falls in a fracture box) beside
 chance.
 
-    python -m tf_fracture.explain RUN IMAGE... [--out DIR]
-    python -m tf_fracture.explain RUN --dataset fracatlas --split test [--limit N]
+    tf-fracture explain RUN IMAGE... [--out DIR]
+    tf-fracture explain RUN --dataset fracatlas --split test [--limit N]
 
 Import-light: ``import tf_fracture.explain`` loads neither TensorFlow nor Matplotlib (``python -m``
 imports this package before the CLI can hide TensorFlow's start-up log); the public names are

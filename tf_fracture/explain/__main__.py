@@ -1,8 +1,8 @@
-"""``python -m tf_fracture.explain``: overlays of the model's own CAM and of Grad-CAM over images, or
+"""``tf-fracture explain``: overlays of the model's own CAM and of Grad-CAM over images, or
 over a dataset split's positives with each heatmap's box hit rate beside chance.
 
-    python -m tf_fracture.explain runs/demo a.png b.dcm --out heatmaps/
-    python -m tf_fracture.explain runs/fracatlas --dataset fracatlas --split test --limit 100
+    tf-fracture explain runs/demo a.png b.dcm --out heatmaps/
+    tf-fracture explain runs/fracatlas --dataset fracatlas --split test --limit 100
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tf_fracture import cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_fracture.explain",
+        prog="tf-fracture explain",
         description=(
             "Heatmaps over the radiograph: the classifier's own class activation map (CAM, whose mean is the "
             "logit) and Grad-CAM, one per backbone (one per member of a fusion model, which has no CAM). "

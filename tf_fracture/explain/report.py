@@ -1,4 +1,4 @@
-"""What ``python -m tf_fracture.explain`` does, as importable functions.
+"""What ``tf-fracture explain`` does, as importable functions.
 
 - `load_for_explanation(source)`: a run folder or ``.keras`` file -> the model and the
   preprocessing it was trained with (stored in the model: never guessed).
@@ -128,7 +128,7 @@ def load_for_explanation(source: str | os.PathLike) -> Explainer:
     if not stored:
         raise ValueError(
             f"The model in {str(path)!r} records no preprocessing, so the images it saw cannot be "
-            "rebuilt: train it with python -m tf_fracture.train (which stores it), or rebuild it with "
+            "rebuilt: train it with tf-fracture train (which stores it), or rebuild it with "
             "build_classifier(..., preprocessing=PreprocessConfig(...)) and save it again."
         )
     return Explainer(model, cam_model(model), PreprocessConfig(**stored), str(path))

@@ -1,6 +1,6 @@
 """Training: `train` (one compile and fit for every model and stage), the run folder, optimisers and schedules.
 
-``python -m tf_fracture.train`` is the command line (see ``__main__``).
+``tf-fracture train`` is the command line (see ``__main__``).
 
 Import-light: ``import tf_fracture.train`` loads neither TensorFlow nor Keras; the public names
 are loaded from their modules on first use.

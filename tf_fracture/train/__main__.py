@@ -1,11 +1,11 @@
-"""``python -m tf_fracture.train``: train an experiment into a run folder, then evaluate it.
+"""``tf-fracture train``: train an experiment into a run folder, then evaluate it.
 
-    python -m tf_fracture.train                                   # the demo: synthetic_xray, then its evaluation
-    python -m tf_fracture.train --preset paper --stage pretrain --backbone convnext --weights imagenet
-    python -m tf_fracture.train --preset paper --stage finetune --backbone convnext \
+    tf-fracture train                                   # the demo: synthetic_xray, then its evaluation
+    tf-fracture train --preset paper --stage pretrain --backbone convnext --weights imagenet
+    tf-fracture train --preset paper --stage finetune --backbone convnext \
         --init-from runs/paper-pretrain-convnext
-    python -m tf_fracture.train --set train.epochs=3 --set data.image_size=128 --run-dir runs/short
-    python -m tf_fracture.train --config runs/demo/config.json --run-dir runs/demo-again   # repeat a run
+    tf-fracture train --set train.epochs=3 --set data.image_size=128 --run-dir runs/short
+    tf-fracture train --config runs/demo/config.json --run-dir runs/demo-again   # repeat a run
 
 The run folder defaults to ``runs/<experiment name>``: running the same command again resumes an
 interrupted run exactly where its last completed epoch left it (and does not retrain a finished one).
@@ -22,7 +22,7 @@ from tf_fracture import cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_fracture.train",
+        prog="tf-fracture train",
         description="Train a fracture classifier (or the fusion ensemble) into a run folder, then evaluate it. "
         "With no arguments: the built-in demo on synthetic_xray.",
         epilog="The same command again resumes an interrupted run from its last completed epoch.",

@@ -106,7 +106,7 @@ def model_file(source: str | os.PathLike) -> Path:
             return path / MODEL
         raise FileNotFoundError(
             f"{str(path)!r} is a folder without {MODEL}: expected a finished training run folder "
-            "(python -m tf_fracture.train --run-dir ...) or a .keras file."
+            "(tf-fracture train --run-dir ...) or a .keras file."
         )
     if path.is_file() and path.suffix == ".keras":
         return path
