@@ -259,7 +259,7 @@ def representative_images(run, n: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 
 def read_experiment(run_dir: str | os.PathLike):
     """The run's resolved `ExperimentConfig` (``RUN/config.json``), with what to do when it is missing."""
     from tf_fracture.configs import ExperimentConfig
-    from tf_fracture.train.run import RunFolder
+    from tf_fracture.run_folder import RunFolder
 
     folder = RunFolder(run_dir)
     if not folder.config.is_file():

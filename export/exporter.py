@@ -118,7 +118,7 @@ def export_run(
     from tf_fracture.evaluate.evaluation import class_names_of
     from tf_fracture.evaluate.predict import model_preprocessing
     from tf_fracture.models import load_model
-    from tf_fracture.train.run import model_file
+    from tf_fracture.run_folder import model_file
 
     if not quantizations:
         raise ValueError("Nothing to export: give at least one quantization.")

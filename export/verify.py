@@ -478,7 +478,7 @@ def write_report(
     reports: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, *, run: str = "", command: str = ""
 ) -> Path:
     """``verification_<q>.json`` per variant and ``report.md`` for all, in ``out_dir``; returns report.md's path."""
-    from tf_fracture.train.run import write_json
+    from tf_fracture.run_folder import write_json
 
     out_dir = Path(out_dir)
     for report in reports:

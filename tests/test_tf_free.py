@@ -22,7 +22,7 @@ MODULES = [
     "tf_fracture.audit.duplicates",
     "tf_fracture.metrics",
     "tf_fracture.configs",
-    "tf_fracture.train.run",
+    "tf_fracture.run_folder",
     "tf_fracture.explain.boxes",
     "tf_fracture_export.metadata",
     "tf_fracture_export.litert",

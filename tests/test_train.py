@@ -12,8 +12,8 @@ import tensorflow_datasets as tfds
 import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
 from tf_fracture.configs import ExperimentConfig, get_experiment
 from tf_fracture.models import load_model
+from tf_fracture.run_folder import RunFolder
 from tf_fracture.train.loop import ConfigMismatchError, train
-from tf_fracture.train.run import RunFolder
 
 EPOCHS = 3
 LEARNING_RATE = 0.01
@@ -99,7 +99,7 @@ def test_run_folder_holds_the_config_model_history_and_summary_and_no_backup(fin
 
 def test_best_model_is_the_epoch_of_highest_validation_auroc(finished):
     _, run, summary, snapshots = finished
-    assert (summary["best_epoch"], summary["best_val_auroc"]) == (1, 1.0)
+    assert (summary["best_epoch"], summary["best_val_auroc"]) == (2, 1.0)  # counted from 1
     model = load_model(run.model, compile=False)
     assert model.output_shape == (None, 1)
     logits = np.asarray(model(snapshots.images, training=False))
@@ -118,7 +118,7 @@ def test_history_has_one_row_per_epoch_with_validation_auroc_and_the_epochs_lear
             "epoch", "loss", "val_loss", "val_auroc", "learning_rate", "cam_loss", "fracture_auroc", "fracture_loss",
         ]  # fmt: skip
     rows = run.read_history()
-    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert [row["val_auroc"] for row in rows] == [0.5, 1.0, 0.5]
     # CosineAnnealingWarmRestarts(T_0=1, T_mult=2) per epoch: a restart after epoch 0, then half-way down.
     np.testing.assert_allclose([row["learning_rate"] for row in rows], [0.01, 0.01, 0.005], rtol=1e-6)

@@ -24,6 +24,7 @@ from tf_fracture.data.sources import load_split, split_metadata
 from tf_fracture.metrics import roc_auc
 from tf_fracture.models import load_model
 from tf_fracture.models.multitask import BODY_PART, CAM, FRACTURE, MultiTaskClassifier
+from tf_fracture.run_folder import RunFolder
 from tf_fracture.train.callbacks import body_part_scores, classifier_of
 from tf_fracture.train.loop import train
 from tf_fracture.train.model_factory import (
@@ -32,7 +33,6 @@ from tf_fracture.train.model_factory import (
     compile_arguments,
     with_fracture_class_weights,
 )
-from tf_fracture.train.run import RunFolder
 
 SIZE = 32
 IMAGES = 40
@@ -159,7 +159,7 @@ def test_model_keras_is_the_single_logit_classifier_of_the_best_epoch(finished):
     assert not isinstance(model, MultiTaskClassifier)
     assert model.output_shape == (None, 1)
     logits = np.asarray(model(snapshots.images, training=False))
-    best = snapshots.outputs[summary["best_epoch"]][FRACTURE]
+    best = snapshots.outputs[summary["best_epoch"] - 1][FRACTURE]  # epochs counted from 1
     np.testing.assert_allclose(logits, best, rtol=0, atol=1e-5)
     assert model.preprocessing["image_size"] == SIZE
 
@@ -184,7 +184,7 @@ def test_the_best_epoch_is_chosen_on_the_fracture_auroc_of_the_saved_classifier(
     auroc = roc_auc(labels, 1 / (1 + np.exp(-logits.astype(np.float64))))
     assert summary["best_val_auroc"] == pytest.approx(auroc, abs=1e-6)
     aurocs = history_column(run, "val_auroc")
-    assert summary["best_val_auroc"] == aurocs.max() and summary["best_epoch"] == int(np.argmax(aurocs))
+    assert summary["best_val_auroc"] == aurocs.max() and summary["best_epoch"] == int(np.argmax(aurocs)) + 1
 
 
 def test_history_has_the_body_part_columns(finished):
@@ -195,7 +195,7 @@ def test_history_has_the_body_part_columns(finished):
     for column in ("body_part_loss", "body_part_accuracy", "fracture_loss", "fracture_auroc"):
         assert column in columns and column.startswith(("body", "fracture"))
         assert f"val_{column}" in columns or not column.startswith("body")
-    assert [row["epoch"] for row in run.read_history()] == list(range(EPOCHS))
+    assert [row["epoch"] for row in run.read_history()] == list(range(1, EPOCHS + 1))
     # loss = fracture loss + aux_loss_weight (1.0) x body-part loss
     np.testing.assert_allclose(
         history_column(run, "loss"),

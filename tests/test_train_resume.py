@@ -18,8 +18,8 @@ import tensorflow_datasets as tfds
 
 import tf_fracture.datasets  # noqa: F401  (registers synthetic_xray)
 from tf_fracture.models import load_model
+from tf_fracture.run_folder import RunFolder
 from tf_fracture.train.callbacks import ResumableBackup
-from tf_fracture.train.run import RunFolder
 
 EPOCHS = 6
 
@@ -81,7 +81,7 @@ def test_a_run_killed_mid_training_resumes_to_the_weights_of_an_uninterrupted_ru
     assert f"Resuming {killed.path} from its backup: epoch {interrupted_at + 1}" in resumed.stdout
     summary = killed.read_summary()
     assert summary["resumed_from_epoch"] == interrupted_at
-    assert [row["epoch"] for row in killed.read_history()] == list(range(EPOCHS))  # no replayed row twice
+    assert [row["epoch"] for row in killed.read_history()] == list(range(1, EPOCHS + 1))  # no replayed row twice
     assert not killed.backup.exists()
 
     reference = RunFolder(tmp_path / "reference")

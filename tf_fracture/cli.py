@@ -45,10 +45,26 @@ import os
 import sys
 import tempfile
 
+from tf_fracture.run_folder import RunLockedError
+
 VERBOSE_ENV = "TF_FRACTURE_VERBOSE"
 VERBOSE_FLAG = "--verbose"
 
-__all__ = ["VERBOSE_ENV", "add_verbose_argument", "main", "parse_args", "quiet_tensorflow", "verbose_requested"]
+__all__ = [
+    "USER_ERRORS",
+    "VERBOSE_ENV",
+    "add_verbose_argument",
+    "main",
+    "parse_args",
+    "quiet_tensorflow",
+    "user_error",
+    "verbose_requested",
+]
+
+# The errors a user can cause (a bad value, a missing or unreadable file or folder, a locked run
+# folder): a command prints them as one line with `user_error`. Anything else is a bug, and keeps
+# its traceback.
+USER_ERRORS = (ValueError, OSError, RunLockedError)
 
 
 def verbose_requested(argv=None) -> bool:
@@ -76,6 +92,18 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     args.verbose = args.verbose or verbose_requested([])
     quiet_tensorflow(args.verbose)
     return args
+
+
+def user_error(prog: str, error: BaseException, verbose: bool = False) -> int:
+    """Prints ``error`` as one line, ``PROG: error: MESSAGE``, and returns the exit status 1.
+
+    With ``verbose`` it raises ``error`` again instead, for the traceback.
+    """
+    if verbose:
+        raise error
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{prog}: error: {message} (--verbose shows the traceback)", file=sys.stderr, flush=True)
+    return 1
 
 
 def quiet_tensorflow(verbose: bool | None = None) -> None:

@@ -74,6 +74,11 @@ def _check_bool(name: str, value):
         raise ValueError(f"Expected `{name}` to be True or False, but got `{name}={value!r}`.")
 
 
+# The range of ``data.image_size``: each backbone's feature map is 1/32 of the image (the model-build
+# check refuses sizes a given model cannot take), and beyond 4096 px a single image fills gigabytes.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data, how it is preprocessed, and how the batches are assembled."""
@@ -111,6 +116,8 @@ class DataConfig:
         _check_str("cache", self.cache, allow_empty=True)
         _check_bool("augment", self.augment)
         check_int("batch_size", self.batch_size)
+        # Every backbone downsamples 32 times; beyond 4096 px one image alone fills gigabytes.
+        check_int("image_size", self.image_size, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
         check_int("augmented_copies", self.augmented_copies, minimum=0)
         # The preprocessing checks its own fields (odd kernel, ranges): build it once to fail here.
         self.preprocess_config()

@@ -57,11 +57,17 @@ def load_split(
     Raises:
         FileNotFoundError: the dataset is not prepared and its manual data is missing; the message says to
             pass ``--manual-dir`` (``data.manual_dir``).
-        ValueError: an unknown dataset or split (the valid ones listed).
+        ValueError: an unknown dataset, builder config or split (the valid ones listed).
     """
     name, builder_config, data_dir, manual_dir = _resolve(data, builder_config, data_dir, manual_dir)
     spec = get_dataset_spec(name)
     _check_registered(name)
+    configs = [config.name for config in tfds.builder_cls(name).BUILDER_CONFIGS]
+    if configs and builder_config not in configs:
+        raise ValueError(
+            f"Unknown builder config {builder_config!r} of {name}. Valid configs: {', '.join(configs)} "
+            "(data.builder_config, or --builder-config)."
+        )
     builder = tfds.builder(f"{name}/{builder_config}", data_dir=data_dir)
     if not builder.is_prepared():
         if spec.manual:

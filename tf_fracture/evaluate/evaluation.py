@@ -29,7 +29,7 @@ import numpy as np
 from tf_fracture import metrics
 from tf_fracture.evaluate.predict import SplitPredictions
 from tf_fracture.metrics._checks import to_jsonable
-from tf_fracture.train.run import RunFolder, model_file
+from tf_fracture.run_folder import RunFolder, model_file
 from tf_fracture.validation import check_int, check_rate
 
 DEFAULT_TARGET_SENSITIVITY = 0.9  # TrainConfig.target_sensitivity's default

@@ -102,7 +102,7 @@ def _run_data_config(run) -> dict:
     """The run's ``config.json`` data section, or {} for a bare ``.keras`` file."""
     from pathlib import Path
 
-    from tf_fracture.train.run import RunFolder
+    from tf_fracture.run_folder import RunFolder
 
     folder = RunFolder(run)
     if not Path(run).is_dir() or not folder.config.is_file():

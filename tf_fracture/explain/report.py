@@ -103,7 +103,7 @@ class FilesReport:
 
 def model_path(source: str | os.PathLike) -> Path:
     """The ``.keras`` file of a run folder (its ``model.keras``) or the ``.keras`` file itself."""
-    from tf_fracture.train.run import model_file
+    from tf_fracture.run_folder import model_file
 
     return model_file(source)
 

@@ -18,6 +18,7 @@ import os
 import sys
 
 from tf_fracture import cli
+from tf_fracture.run_folder import RunFolder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,17 +84,20 @@ def main(argv=None) -> int:
 
     try:
         experiment = resolve_experiment(args)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+    except cli.USER_ERRORS as error:
+        return cli.user_error(parser.prog, error, args.verbose)
     run_dir = args.run_dir or os.path.join("runs", experiment.name)
 
     from tf_fracture.train.loop import train
 
     print(f"Training {experiment.name!r} ({experiment.model.backbone}) into {run_dir}", flush=True)
-    summary = train(experiment, run_dir)
+    try:
+        summary = train(experiment, run_dir)
+    except cli.USER_ERRORS as error:
+        return cli.user_error(parser.prog, error, args.verbose)
     best = summary.get("best_val_auroc")
     print(
-        f"Best model: {summary['model']} (epoch {summary['best_epoch'] + 1}, validation AUROC "
+        f"Best model: {RunFolder(run_dir).path_of(summary['model'])} (epoch {summary['best_epoch']}, validation AUROC "
         f"{'n/a' if best is None else f'{best:.4f}'})",
         flush=True,
     )

@@ -21,7 +21,7 @@ import numpy as np
 
 from tf_fracture import metrics
 from tf_fracture.models.multitask import BODY_PART, FRACTURE, IGNORED_PART, MultiTaskClassifier
-from tf_fracture.train.run import write_json
+from tf_fracture.run_folder import write_json
 
 HISTORY_COLUMNS = ("epoch", "loss", "auroc", "val_loss", "val_auroc", "learning_rate")
 
@@ -160,6 +160,8 @@ class BestModel(keras.callbacks.Callback):
 class HistoryCSV(keras.callbacks.Callback):
     """``history.csv``: one row per completed epoch, kept right across restarts.
 
+    Epochs are counted from 1, as on the console and in ``summary.json``'s ``best_epoch``.
+
     At the start of training the rows of epochs >= the epoch training starts from are dropped:
     an epoch that was logged but not backed up before a kill is replayed, and logged once.
 
@@ -184,7 +186,7 @@ class HistoryCSV(keras.callbacks.Callback):
             with open(self.path, newline="") as file:
                 reader = csv.DictReader(file)
                 self._columns = list(reader.fieldnames or [])
-                rows = [row for row in reader if int(row["epoch"]) < self.initial_epoch]
+                rows = [row for row in reader if int(row["epoch"]) <= self.initial_epoch]  # counted from 1
         if self._columns:
             self._write(rows, mode="w")
 
@@ -192,7 +194,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self._rates = self.learning_rates() if self.learning_rates else {}
 
     def on_epoch_end(self, epoch, logs=None):
-        values = {"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}, **self._rates}
+        values = {"epoch": epoch + 1, **{k: _number(v) for k, v in (logs or {}).items()}, **self._rates}
         if self._columns is None:
             extra = sorted(k for k in values if k not in HISTORY_COLUMNS)
             self._columns = [c for c in HISTORY_COLUMNS if c in values] + extra

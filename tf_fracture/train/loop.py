@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 
 import keras
@@ -22,6 +23,7 @@ import tensorflow as tf
 from tf_fracture.data.augment import AugmentConfig
 from tf_fracture.data.pipeline import evaluation_pipeline, training_pipeline
 from tf_fracture.models.multitask import BODY_PART, FRACTURE
+from tf_fracture.run_folder import RunFolder, write_json
 from tf_fracture.train import runtime
 from tf_fracture.train.callbacks import (
     BestModel,
@@ -41,7 +43,6 @@ from tf_fracture.train.model_factory import (
     is_multitask,
     with_fracture_class_weights,
 )
-from tf_fracture.train.run import RunFolder, write_json
 
 # Preparation (preprocessing a split into its store) reports progress when it lasts longer than this.
 PROGRESS_AFTER_SECONDS = 3.0
@@ -64,7 +65,7 @@ def train(
 
     Writes ``config.json`` first, then per epoch ``history.csv``, TensorBoard ``logs/``, ``model.keras``
     when the validation AUROC improved, and the ``backup/``; at the end ``final.weights.h5`` and
-    ``summary.json`` (and the backup is removed). See `tf_fracture.train.run`.
+    ``summary.json`` (and the backup is removed). See `tf_fracture.run_folder`.
 
     With ``model.aux_body_part`` the model trains a body-part head beside the fracture logit (the
     dataset's body parts as a second target, the loss ``fracture + aux_loss_weight x body part``);
@@ -79,7 +80,8 @@ def train(
     Args:
         experiment: the resolved experiment config.
         run_dir: the run folder (created if needed).
-        verbose: Keras' ``fit`` verbosity (progress bars by default).
+        verbose: Keras' ``fit`` verbosity; ``"auto"``: a progress bar on a terminal, one line per epoch
+            otherwise (a log file gets no bar redraws).
         validation_scorer: ``model -> validation logits`` instead of ``model.predict`` (tests).
         callbacks: more Keras callbacks, run after the run folder's own.
 
@@ -103,11 +105,11 @@ def train(
     # Every worker of a cluster runs every callback: the chief writes the run folder, each other
     # worker a folder of its own inside it (its backup, so that it resumes too).
     run = RunFolder(runtime.worker_dir(run.path, strategy))
-    run.path.mkdir(parents=True, exist_ok=True)
     if run.config.is_file():
         _check_same_config(run, experiment)
-    else:
-        write_json(run.config, experiment.to_dict())
+    # Nothing is written into the run folder before the data and the model are known to work: a
+    # configuration that fails (an unknown split, a model that cannot be built at this size, ...)
+    # leaves no config.json behind to lock the folder to it.
     if settings.deterministic:
         runtime.enable_determinism(settings.seed)
     else:
@@ -121,9 +123,6 @@ def train(
             f"The backup in {run.backup} is at epoch {initial_epoch}, past the {settings.epochs} epochs of "
             f"{run.config}: this run folder's state is inconsistent; use a new --run-dir."
         )
-    if initial_epoch:
-        _say(f"Resuming {run.path} from its backup: epoch {initial_epoch + 1} of {settings.epochs}.")
-    batches = pipeline.epochs(start_epoch=initial_epoch)
 
     # Seeded again right before the weights are drawn: preparing a dataset (the first run on a
     # machine, not a later one) draws random numbers, and the initial weights must not depend on it.
@@ -136,58 +135,66 @@ def train(
             **compile_arguments(model, experiment.model.aux_loss_weight, experiment.model),
             jit_compile=settings.xla,
         )
-    multitask = is_multitask(model)  # dict outputs: class weights go in per-output sample weights
-    if multitask and weights:
-        batches = with_fracture_class_weights(batches, weights)
-    best = BestModel(run.model)
-    throughput = Throughput(data.batch_size)
-    own_callbacks = [
-        runtime.SyncMovingStatistics(),  # replicas' BatchNorm statistics averaged before validation and saving
-        ValidationAUROC(validation, validation_labels, scorer=validation_scorer, body_parts=validation_parts),
-        best,
-        HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),
-        *_tensorboard(run),
-        throughput,
-        ResumableBackup(run.backup, extra_state=best.state, restore_extra=best.restore),
-    ]
-    with runtime.keras_multi_worker_fixes():
-        model.fit(
-            batches,
-            epochs=settings.epochs,
-            steps_per_epoch=pipeline.steps_per_epoch,
-            initial_epoch=initial_epoch,
-            class_weight=None if multitask else weights,
-            shuffle=False,  # the pipeline's own order, a function of (seed, epoch)
-            callbacks=[*own_callbacks, *callbacks],
-            verbose=verbose,
-        )
-    classifier_of(model).save_weights(run.final_weights)  # the single-logit classifier, as model.keras
-    history = run.read_history()
-    summary = {
-        "completed": True,
-        "name": experiment.name,
-        "stage": settings.stage,
-        "backbone": experiment.model.backbone,
-        "best_epoch": best.best_epoch,
-        "best_val_auroc": None if best.best == -math.inf else best.best,
-        "final_val_auroc": history[-1].get("val_auroc") if history else None,
-        "epochs_completed": settings.epochs,
-        "resumed_from_epoch": initial_epoch or None,
-        "seed": pipeline.seed,
-        "steps_per_epoch": pipeline.steps_per_epoch,
-        "train_images": len(pipeline.store),
-        "validation_images": int(validation_labels.size),
-        "class_weights": {str(k): v for k, v in weights.items()} if weights else None,
-        "aux_body_part": validation_parts is not None,
-        "localization_loss": experiment.model.localization_loss if experiment.guided else "none",
-        "train_images_with_box": int(pipeline.store.has_target.sum()),
-        "images_per_second": throughput.images_per_second,
-        "seconds": time.perf_counter() - started,
-        "model": str(run.model),
-    }
-    write_json(run.summary, summary)
-    shutil.rmtree(run.backup, ignore_errors=True)
-    return summary
+    with run.lock():  # a second training into this folder stops here with one line
+        if not run.config.is_file():
+            write_json(run.config, experiment.to_dict())
+        if initial_epoch:
+            _say(f"Resuming {run.path} from its backup: epoch {initial_epoch + 1} of {settings.epochs}.")
+        batches = pipeline.epochs(start_epoch=initial_epoch)
+        multitask = is_multitask(model)  # dict outputs: class weights go in per-output sample weights
+        if multitask and weights:
+            batches = with_fracture_class_weights(batches, weights)
+        best = BestModel(run.model)
+        throughput = Throughput(data.batch_size)
+        own_callbacks = [
+            runtime.SyncMovingStatistics(),  # replicas' BatchNorm statistics averaged before validation and saving
+            ValidationAUROC(validation, validation_labels, scorer=validation_scorer, body_parts=validation_parts),
+            best,
+            HistoryCSV(run.history, initial_epoch, learning_rates=lambda: current_learning_rates(model.optimizer)),
+            *_tensorboard(run),
+            throughput,
+            ResumableBackup(run.backup, extra_state=best.state, restore_extra=best.restore),
+        ]
+        if verbose == "auto":
+            verbose = epoch_verbosity(sys.stdout)
+        with runtime.keras_multi_worker_fixes():
+            model.fit(
+                batches,
+                epochs=settings.epochs,
+                steps_per_epoch=pipeline.steps_per_epoch,
+                initial_epoch=initial_epoch,
+                class_weight=None if multitask else weights,
+                shuffle=False,  # the pipeline's own order, a function of (seed, epoch)
+                callbacks=[*own_callbacks, *callbacks],
+                verbose=verbose,
+            )
+        classifier_of(model).save_weights(run.final_weights)  # the single-logit classifier, as model.keras
+        history = run.read_history()
+        summary = {
+            "completed": True,
+            "name": experiment.name,
+            "stage": settings.stage,
+            "backbone": experiment.model.backbone,
+            "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,  # counted from 1
+            "best_val_auroc": None if best.best == -math.inf else best.best,
+            "final_val_auroc": history[-1].get("val_auroc") if history else None,
+            "epochs_completed": settings.epochs,
+            "resumed_from_epoch": initial_epoch or None,
+            "seed": pipeline.seed,
+            "steps_per_epoch": pipeline.steps_per_epoch,
+            "train_images": len(pipeline.store),
+            "validation_images": int(validation_labels.size),
+            "class_weights": {str(k): v for k, v in weights.items()} if weights else None,
+            "aux_body_part": validation_parts is not None,
+            "localization_loss": experiment.model.localization_loss if experiment.guided else "none",
+            "train_images_with_box": int(pipeline.store.has_target.sum()),
+            "images_per_second": throughput.images_per_second,
+            "seconds": time.perf_counter() - started,
+            "model": run.model.name,  # relative to the run folder (RunFolder.path_of), which may move
+        }
+        write_json(run.summary, summary)
+        shutil.rmtree(run.backup, ignore_errors=True)
+        return summary
 
 
 def _tensorboard(run: RunFolder) -> list:
@@ -300,3 +307,9 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+def epoch_verbosity(stream) -> int:
+    """Keras' ``fit`` verbosity for ``stream``: 1 (a progress bar) on a terminal, else 2 (one line per epoch)."""
+    isatty = getattr(stream, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2

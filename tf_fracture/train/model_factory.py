@@ -23,9 +23,9 @@ from tf_fracture.models.multitask import (
     MultiTaskClassifier,
     multitask_loss,
 )
+from tf_fracture.run_folder import model_file
 from tf_fracture.train.losses import LocalizationLoss
 from tf_fracture.train.optimizers import TorchSGD, optimizer_for_groups
-from tf_fracture.train.run import model_file
 from tf_fracture.train.schedules import CosineAnnealingWarmRestarts
 
 FUSION = "fusion"
@@ -93,6 +93,15 @@ def build_model(experiment) -> keras.Model:
 
 def check_model_config(experiment) -> None:
     """Refuses model settings that `build_model` cannot honour, before any data is prepared."""
+    if experiment.model.stem != "grey":
+        # Every dataset here is greyscale, and the pipeline gives (S, S, 1) images. The grey stem is
+        # the RGB network's first conv with its kernels summed: on a grey image replicated to three
+        # channels it is the same function, ImageNet weights included, at a third of the cost.
+        raise ValueError(
+            f"`model.stem={experiment.model.stem}` takes 3-channel images, but the training data are greyscale "
+            "radiographs (1 channel): train with `--set model.stem=grey` (the RGB kernels summed: the same "
+            "network and ImageNet weights on grey images)."
+        )
     if experiment.model.aux_body_part and experiment.model.backbone == FUSION:
         # The fusion model concatenates its members' feature maps: it has no single pooled "features"
         # layer for the head, and its members were fine-tuned without one.

@@ -6,22 +6,37 @@
       config.json        the resolved ExperimentConfig (written first); repeat the run from it alone
       model.keras        the best model by validation AUROC: one float32 logit, carries `preprocessing`
       final.weights.h5   the weights after the last epoch (what an exact resume is checked against)
-      history.csv        one row per completed epoch: epoch, loss, auroc, val_loss, val_auroc, learning_rate
+      history.csv        one row per completed epoch (counted from 1): epoch, loss, auroc, val_loss, val_auroc, ...
+      (summary.json's best_epoch is counted from 1 too, as on the console)
       logs/              TensorBoard
       backup/            the resumable training state while the run is unfinished (removed at the end)
       summary.json       written last: {"completed": true, "best_epoch", "best_val_auroc", ...}
+      .lock              held (``flock``) while a training writes the folder
+
+Paths in ``summary.json`` are relative to the folder (``"model": "model.keras"``), so a moved or
+copied folder still reads right: `RunFolder.path_of` resolves them.
 
 TensorFlow-free: only JSON and CSV are read here (load the model with `tf_fracture.models.load_model`).
+Train, evaluate, explain, export and the VLM track read and write run folders through this module
+only (`write_json` is the one JSON writer), so none of them imports another's code to do so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+try:  # POSIX; elsewhere the lock is a no-op
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -30,6 +45,11 @@ HISTORY = "history.csv"
 LOGS = "logs"
 BACKUP = "backup"
 SUMMARY = "summary.json"
+LOCK = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing the run folder."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,48 @@ class RunFolder:
     @property
     def summary(self) -> Path:
         return self.path / SUMMARY
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK
+
+    def path_of(self, value: str | os.PathLike) -> Path:
+        """A path as stored in the folder's JSON (relative to the folder, or absolute) -> a usable path."""
+        value = Path(value)
+        return value if value.is_absolute() else self.path / value
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the folder's lock while the block runs; raises `RunLockedError` if another process holds it.
+
+        An ``flock`` on ``.lock``: the kernel releases it when its process ends, however it ends
+        (``kill -9`` included), so a crashed run never leaves the folder locked. The file keeps the
+        holder's host and process id, for the message.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(self.lock_file, "a+") as file:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "another process"
+                raise RunLockedError(
+                    f"{str(self.path)!r} is being written by another training ({holder}): wait for it to end, "
+                    "or train into another --run-dir."
+                ) from None
+            file.seek(0)
+            file.truncate()
+            file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            file.flush()
+            try:
+                yield
+            finally:
+                file.seek(0)
+                file.truncate()
+                fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
     def is_complete(self) -> bool:
         """True once the run has finished (its summary says so); an interrupted run is not complete."""
