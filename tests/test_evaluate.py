@@ -202,7 +202,12 @@ def test_cli_compares_the_ablation_side_by_side(runs, tmp_path, capsys):
         run_metrics = json.loads((out / row["run"] / "metrics.json").read_text())
         assert row["metrics"]["AUROC"] == run_metrics["ranking"]["auroc"]
     table = (out / "comparison.md").read_text()
-    assert "| `cbam` | mobilenetv3 small | on |" in table and "| `no_cbam` | mobilenetv3 small | off |" in table
+    data = "| synthetic_xray `test` |"
+    assert (
+        f"| `cbam` {data} mobilenetv3 small | on |" in table
+        and f"| `no_cbam` {data} mobilenetv3 small | off |" in table
+    )
+    assert "All runs scored on the same images (synthetic_xray `test`, n = 8)" in table
     assert json.loads((out / "cbam" / "metrics.json").read_text())["shortcut_tests"] is None
     # Both runs scored the same test images in the same order: their AUROC difference with a paired CI.
     (pair,) = json.loads((out / "comparison.json").read_text())["paired_auroc_differences"]

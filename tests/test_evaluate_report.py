@@ -16,6 +16,7 @@ from tf_fracture import metrics
 from tf_fracture.evaluate import (
     REPORT_FILES,
     SplitPredictions,
+    comparison_markdown,
     evaluate_predictions,
     markdown_report,
     write_comparison,
@@ -256,6 +257,24 @@ def test_paired_auroc_differences_only_between_runs_scored_on_the_same_images(tm
     )
     diff = expected.difference
     assert f"| {diff.value:.3f} [{diff.ci_low:.3f}, {diff.ci_high:.3f}] |" in table
+    # The heading says which runs were not scored on the first one's images, and why.
+    assert "**Warning: the runs were not all scored on the same images as `run_a`" in table
+    assert "`run_c`: different images, or the same in another order" in table and "All runs scored" not in table
+    same = comparison_markdown([a, runs["run_b"]])
+    assert "All runs scored on the same images (d/default `test`, n = 90)" in same
+    assert "values with 95% bootstrap CIs" in same
+
+
+def test_comparison_without_resamples_says_no_intervals(rng):
+    validation = _drawn(rng, 40, "validation", 1.0)
+    runs = [
+        evaluate_predictions(validation, _drawn(rng, 50, "test", 1.0), n_resamples=0, run={"name": n}, dataset="d")
+        for n in ("run_a", "run_b")
+    ]
+    text = comparison_markdown(runs)
+    assert "no intervals (computed with --resamples 0)" in text and "95% bootstrap CIs" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| `run_a`"))
+    assert "| d `test` |" in row and "| 50 (" in row
 
 
 def test_intervals_resample_whole_patients_only_where_patients_repeat(rng):

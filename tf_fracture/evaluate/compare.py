@@ -135,22 +135,38 @@ def comparison_markdown(evaluations: Sequence[RunEvaluation], pairs: list[dict[s
     """The side-by-side table as Markdown (value [95% CI]), then the paired AUROC differences (``pairs``:
     `paired_differences`' rows, computed when None); a note where runs were scored on different data."""
     lines = ["# Comparison", ""]
-    data = {(e.dataset, e.split, e.primary) for e in evaluations}
-    if len(data) > 1:
-        lines += ["**Warning: the runs were scored on different data; their figures are not comparable.**", ""]
-    else:
-        dataset, split, level = next(iter(data))
+    resamples = {e.settings.get("n_resamples") for e in evaluations}
+    intervals = (
+        "values with 95% bootstrap CIs"
+        if 0 not in resamples and None not in resamples
+        else "no intervals (computed with --resamples 0)"
+        if resamples == {0}
+        else "intervals only where a run's evaluation computed them"
+    )
+    differences = [
+        f"`{e.name}`: {reason}" for e in evaluations[1:] if (reason := not_pairable(evaluations[0], e)) is not None
+    ]
+    if differences:
         lines += [
-            f"All runs scored on {dataset} `{split}`, per {level}; thresholds chosen on each run's validation "
-            "split; values with 95% bootstrap CIs.",
+            f"**Warning: the runs were not all scored on the same images as `{evaluations[0].name}` "
+            f"({'; '.join(differences)}): compare their figures with care.** Each run's data, split and n "
+            f"are in the table; {intervals}.",
             "",
         ]
-    header = ["run", "backbone", "CBAM", "init", "n (pos)"] + [label for _, _, label in COMPARED]
+    else:
+        e = evaluations[0]
+        lines += [
+            f"All runs scored on the same {e.primary}s ({e.dataset} `{e.split}`, n = {e.levels[e.primary].result.n}); "
+            f"thresholds chosen on each run's validation split; {intervals}.",
+            "",
+        ]
+    header = ["run", "data", "backbone", "CBAM", "init", "n (pos)"] + [label for _, _, label in COMPARED]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e, row in zip(evaluations, comparison_rows(evaluations), strict=True):
         attention = {True: "on", False: "off"}.get(row["attention"], "?")
         backbone = str(row["backbone"]) + (f" {row['variant']}" if row["variant"] else "")
-        cells = [f"`{row['run']}`", backbone, attention, row["init"], f"{row['n']} ({row['n_positive']})"]
+        data = f"{row['dataset']} `{row['split']}`"
+        cells = [f"`{row['run']}`", data, backbone, attention, row["init"], f"{row['n']} ({row['n_positive']})"]
         cells += [fmt(_estimate(e, metric, threshold)) for metric, threshold, _ in COMPARED]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "![ROC curves of the runs](comparison_roc.png)", ""]
