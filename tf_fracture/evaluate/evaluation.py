@@ -313,6 +313,7 @@ def evaluate_run(
     from tf_fracture.evaluate.predict import predict_with_labels
     from tf_fracture.models import load_model
 
+    model_file(run_dir)  # a missing run or model is named before anything else is asked for
     config = read_run_config(run_dir)
     data = config.get("data", {})
     same_dataset = dataset is None or dataset == data.get("dataset")

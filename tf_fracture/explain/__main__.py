@@ -47,6 +47,13 @@ def main(argv=None) -> int:
     if args.limit < 1 or args.batch_size < 1:
         parser.error("--limit and --batch-size must be positive integers")
 
+    try:
+        return _explain(parser, args)
+    except cli.USER_ERRORS as error:
+        return cli.user_error(parser.prog, error, args.verbose)
+
+
+def _explain(parser, args) -> int:
     from pathlib import Path
 
     from tf_fracture.explain import report

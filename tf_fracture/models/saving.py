@@ -25,7 +25,28 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
         raise FileNotFoundError(f"No saved model at {path!r}: expected a file written by model.save('....keras').")
     if not path.endswith(".keras"):
         raise ValueError(f"Expected a Keras v3 '.keras' file, but got {path!r}.")
+    # Keras reports a damaged archive as "File not found": say what is wrong with the file instead.
+    damage = _archive_damage(path)
+    if damage:
+        raise ValueError(
+            f"{path} is not a readable .keras file ({damage}): it was cut short or damaged (a full disk, a copy "
+            "interrupted?); copy it again, or train the run again into a new --run-dir."
+        )
     return keras.saving.load_model(path, compile=compile, safe_mode=True)
+
+
+def _archive_damage(path: str) -> str | None:
+    """Why ``path`` is not an intact ``.keras`` (zip) archive, or None when it is one."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"a damaged zip archive: {error}"
+    return f"a damaged zip archive: {bad} fails its CRC check" if bad else None
 
 
 def as_json_dict(preprocessing) -> dict | None:
