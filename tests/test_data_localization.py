@@ -96,6 +96,25 @@ def test_a_pixel_mask_takes_the_place_of_the_boxes():
         target_mask((30, 31), config=PreprocessConfig(30, unsharp_kernel=3), mask=mask)
 
 
+def test_the_pipeline_target_is_the_box_or_the_mask_as_asked():
+    from tf_fracture.data.pipeline import tf_target_mask
+
+    mask = np.zeros((30, 30, 1), np.uint8)
+    mask[3:6, 20:25] = 1
+    example = {
+        "image": tf.zeros((30, 30, 1), tf.uint8),
+        "fracture_boxes": tf.constant([(0.0, 0.0, 0.5, 0.5)], tf.float32),
+        "fracture_mask": tf.constant(mask),
+    }
+    config = PreprocessConfig(30, unsharp_kernel=3)
+    box = tf_target_mask(example, config).numpy()[..., 0]  # the default: the box, whatever the mask says
+    assert box[:15, :15].all() and not box[15:, :].any() and not box[:, 15:].any()
+    pixels = tf_target_mask(example, config, "mask").numpy()[..., 0]
+    np.testing.assert_array_equal(pixels > 0, mask[..., 0] > 0)
+    with pytest.raises(ValueError, match="target"):
+        tf_target_mask(example, config, "outline")
+
+
 @pytest.mark.parametrize("cache", ["", "disk"])
 def test_warped_mask_follows_the_warped_image(cache, tmp_path):
     """Under random rotations, flips, scales and shifts the target is the fracture of the warped image."""

@@ -105,6 +105,11 @@ class DataConfig:
         "Augmented copies per original per epoch (method: 1 MURA, 2 elbow); 0 = each image once, augmented.", 1
     )
     augment: bool = _help("Augment the training images (False: originals only).", True)
+    localization_target: str = _help(
+        "Guided training's target: 'box' (the fracture boxes) or 'mask' (synthetic_xray's pixel mask; its boxes "
+        "where an image has none). Boxes train faster (measured on the demo; see the README).",
+        "box",
+    )
     cache: str = _help("'' keeps preprocessed images in memory; a directory keeps them on disk (reused).", "")
 
     def __post_init__(self):
@@ -115,6 +120,7 @@ class DataConfig:
             _check_str(name, getattr(self, name))
         _check_str("cache", self.cache, allow_empty=True)
         _check_bool("augment", self.augment)
+        check_choice("localization_target", self.localization_target, ("box", "mask"))
         check_int("batch_size", self.batch_size)
         # Every backbone downsamples 32 times; beyond 4096 px one image alone fills gigabytes.
         check_int("image_size", self.image_size, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)

@@ -234,6 +234,7 @@ def _data(experiment):
         source=source_name(data, data.train_split),
         targets=targets(data.train_split),
         localization=experiment.guided,
+        localization_target=data.localization_target,
     )
     split = load_split(data, data.validation_split)
     validation = evaluation_pipeline(
