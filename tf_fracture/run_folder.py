@@ -11,7 +11,7 @@
       logs/              TensorBoard
       backup/            the resumable training state while the run is unfinished (removed at the end)
       summary.json       written last: {"completed": true, "best_epoch", "best_val_auroc", ...}
-      .lock              held (``flock``) while a training writes the folder
+      .lock              held (``flock``) while a training writes the folder; left in place (empty)
 
 Paths in ``summary.json`` are relative to the folder (``"model": "model.keras"``), so a moved or
 copied folder still reads right: `RunFolder.path_of` resolves them.

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import cv2
@@ -196,6 +196,7 @@ def preprocessed_store(
     source: str | None = None,
     localization: bool = False,
     target: str = "box",
+    progress: Callable[[int], None] | None = None,
 ) -> PreprocessedStore:
     """Every image of ``dataset`` preprocessed once, with random access.
 
@@ -223,7 +224,7 @@ def preprocessed_store(
     count = int(pairs.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
         raise ValueError("Expected a finite dataset, but got an infinite one (remove `.repeat()`).")
-    batches = _batches(dataset, preprocess, localization, target)
+    batches = _batches(dataset, preprocess, localization, target, progress)
     if cache == "":
         manifest = {"source": source, "preprocess": dataclasses.asdict(preprocess)}
         return write_store(None, "", manifest, batches, count if count >= 0 else None)
@@ -303,6 +304,7 @@ class TrainingPipeline:
             _check_epoch("count", count)
             epochs = tf.data.Dataset.range(start_epoch, start_epoch + count)
         dataset = epochs.flat_map(self._epoch_batches)
+        dataset = dataset.map(self._load, num_parallel_calls=AUTOTUNE, deterministic=self.config.deterministic)
         return dataset.with_options(_options(self.config.deterministic)).prefetch(AUTOTUNE)
 
     def element_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -318,8 +320,6 @@ class TrainingPipeline:
 
     def _epoch_batches(self, epoch) -> tf.data.Dataset:
         order = _permutation(self.epoch_size, self._key(_ORDER, epoch))
-        n = self.copies + 1
-        size = tuple(self.store.image_shape)
         # The transforms of the whole epoch in one stateless draw (5 floats per element), taken in the
         # epoch's order: element i gets row i whatever batch it lands in, so epoch e is a function of
         # (seed, e) alone, whatever the batch size.
@@ -329,38 +329,43 @@ class TrainingPipeline:
             parameters = tf.stack(sample_parameters(self._key(_AUGMENT, epoch), self.epoch_size, self.augment), 1)
         elements = tf.data.Dataset.from_tensor_slices((order, tf.gather(parameters, order)))
 
-        def load(element, parameters):
-            image_index, copy = element // n, element % n
-            images, labels = tf.numpy_function(
-                self.store.gather, [image_index], [tf.uint8, tf.int64], stateful=False, name="gather"
-            )
-            images.set_shape((None, *size))
-            labels.set_shape((None,))
-            masks = has_target = None
-            if self.store.masks is not None:
-                masks, has_target = tf.numpy_function(
-                    self.store.gather_masks, [image_index], [tf.uint8, tf.bool], stateful=False, name="gather_masks"
-                )
-                masks.set_shape((None, *size))
-                has_target.set_shape((None,))
-                # The mask rides along as a second channel: one warp, one matrix, for image and target.
-                images = tf.concat([images, masks], axis=-1)
-            if self.augment is not None:
-                where = copy > 0 if self.copies else None  # originals stay untouched
-                transforms = tf.unstack(parameters, 5, axis=1)
-                images = transform_batch(images, transforms, self.augment.fill_value, where=where)
-            if masks is not None:
-                images, masks = images[..., :1], images[..., 1:]
-            images, labels = tf.cast(images, tf.float32), tf.cast(labels, tf.float32)
-            targets = {FRACTURE_TARGET: labels}
-            if masks is not None:
-                targets[CAM_TARGET] = target_batch(masks, has_target)
-            if self.store.targets:
-                targets = _with_targets(targets, self.store, image_index)
-            return (images, targets) if len(targets) > 1 else (images, labels)
+        # Only the batches of indices and parameters come from inside `flat_map`; the loading `map`
+        # runs outside it (see `epochs`): TensorFlow 2.21 logs an error line for every map op in a
+        # nested dataset function (a `use_unbounded_threadpool` attribute its runtime does not know).
+        return elements.batch(self.config.batch_size, drop_remainder=self.config.drop_remainder)
 
-        batches = elements.batch(self.config.batch_size, drop_remainder=self.config.drop_remainder)
-        return batches.map(load, num_parallel_calls=AUTOTUNE, deterministic=self.config.deterministic)
+    def _load(self, element, parameters):
+        """One batch of store indices and augmentation parameters -> ``(images, targets)``."""
+        n = self.copies + 1
+        size = tuple(self.store.image_shape)
+        image_index, copy = element // n, element % n
+        images, labels = tf.numpy_function(
+            self.store.gather, [image_index], [tf.uint8, tf.int64], stateful=False, name="gather"
+        )
+        images.set_shape((None, *size))
+        labels.set_shape((None,))
+        masks = has_target = None
+        if self.store.masks is not None:
+            masks, has_target = tf.numpy_function(
+                self.store.gather_masks, [image_index], [tf.uint8, tf.bool], stateful=False, name="gather_masks"
+            )
+            masks.set_shape((None, *size))
+            has_target.set_shape((None,))
+            # The mask rides along as a second channel: one warp, one matrix, for image and target.
+            images = tf.concat([images, masks], axis=-1)
+        if self.augment is not None:
+            where = copy > 0 if self.copies else None  # originals stay untouched
+            transforms = tf.unstack(parameters, 5, axis=1)
+            images = transform_batch(images, transforms, self.augment.fill_value, where=where)
+        if masks is not None:
+            images, masks = images[..., :1], images[..., 1:]
+        images, labels = tf.cast(images, tf.float32), tf.cast(labels, tf.float32)
+        targets = {FRACTURE_TARGET: labels}
+        if masks is not None:
+            targets[CAM_TARGET] = target_batch(masks, has_target)
+        if self.store.targets:
+            targets = _with_targets(targets, self.store, image_index)
+        return (images, targets) if len(targets) > 1 else (images, labels)
 
 
 def training_pipeline(
@@ -373,6 +378,7 @@ def training_pipeline(
     targets: Mapping[str, np.ndarray] | None = None,
     localization: bool = False,
     localization_target: str = "box",
+    progress: Callable[[int], None] | None = None,
 ) -> TrainingPipeline:
     """Preprocesses ``dataset`` once (or reads its cached store) and returns its training epochs.
 
@@ -390,6 +396,7 @@ def training_pipeline(
             ``"cam"``: float32 ``(B, S, S, 1)`` in [0, 1], warped with its image, `NO_TARGET` (-1)
             for images without one (see `tf_fracture.data.targets`).
         localization_target: what the target is made from: ``"box"`` or ``"mask"`` (`tf_target_mask`).
+        progress: called with the number of images of each preprocessed batch while the store is built.
 
     Example:
         >>> split = tfds.load("synthetic_xray/tiny", split="train")
@@ -397,7 +404,9 @@ def training_pipeline(
         >>> images, labels = next(iter(pipeline.epoch(0)))
     """
     config = PipelineConfig() if config is None else config
-    store = preprocessed_store(dataset, preprocess, config.cache, source, localization, localization_target)
+    store = preprocessed_store(
+        dataset, preprocess, config.cache, source, localization, localization_target, progress=progress
+    )
     if targets:
         store = store.with_targets(targets)
     return TrainingPipeline(store, config, augment)
@@ -411,17 +420,19 @@ def evaluation_pipeline(
     *,
     source: str | None = None,
     targets: Mapping[str, np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(images float32 (B, S, S, 1), labels float32 (B,))`` in dataset order, no augmentation.
 
     ``cache`` as in :class:`PipelineConfig`; None preprocesses on the fly (one pass, nothing kept).
     ``targets`` as in :func:`training_pipeline`: the labels become ``{"fracture": labels, **targets}``.
+    ``progress`` as in :func:`training_pipeline` (while a store is built).
     """
     if cache is None:
         count = int(dataset.cardinality())
         dataset = preprocessed(dataset, preprocess).batch(batch_size)
     else:
-        store = preprocessed_store(dataset, preprocess, cache, source)
+        store = preprocessed_store(dataset, preprocess, cache, source, progress=progress)
         size = tuple(store.image_shape)
         count = len(store)
 
@@ -479,9 +490,14 @@ def _preprocess_numpy(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarra
     return preprocess(pixels, config)[..., np.newaxis]
 
 
-def _batches(dataset, preprocess, localization=False, target="box"):
+def _batches(dataset, preprocess, localization=False, target="box", progress=None):
     stream = preprocessed(dataset, preprocess, localization, target).batch(_BUILD_BATCH).prefetch(AUTOTUNE)
-    return stream.as_numpy_iterator()
+    for batch in stream.as_numpy_iterator():
+        if progress is not None:
+            # Counted here, in Python: a stateful op in the tf.data graph would make TensorFlow rewrite
+            # the parallel maps under op determinism (and log an error line about an unknown attribute).
+            progress(len(batch[0]))
+        yield batch
 
 
 def _targets_fingerprint(dataset: tf.data.Dataset, preprocess: PreprocessConfig, target: str) -> str:

@@ -18,7 +18,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tf_fracture.data.augment import AugmentConfig
 from tf_fracture.data.pipeline import evaluation_pipeline, training_pipeline
@@ -227,7 +226,7 @@ def _data(experiment):
 
     split = load_split(data, data.train_split)
     pipeline = training_pipeline(
-        _with_progress(split, f"Preparing the {data.dataset} {data.train_split} images at {data.image_size} px"),
+        split,
         preprocess,
         data.pipeline_config(settings.seed, deterministic=settings.deterministic),
         AugmentConfig() if data.augment else None,
@@ -235,15 +234,21 @@ def _data(experiment):
         targets=targets(data.train_split),
         localization=experiment.guided,
         localization_target=data.localization_target,
+        progress=_Progress(
+            f"Preparing the {data.dataset} {data.train_split} images at {data.image_size} px", int(split.cardinality())
+        ).add,
     )
     split = load_split(data, data.validation_split)
     validation = evaluation_pipeline(
-        _with_progress(split, f"Preparing the {data.dataset} {data.validation_split} images"),
+        split,
         preprocess,
         data.batch_size,
         data.cache,
         source=source_name(data, data.validation_split),
         targets=targets(data.validation_split),
+        progress=_Progress(
+            f"Preparing the {data.dataset} {data.validation_split} images", int(split.cardinality())
+        ).add,
     )
     # Labels (and parts) read back from the batches themselves: the order the predictions come in.
     batch_targets = [y for _, y in validation.as_numpy_iterator()]
@@ -262,26 +267,13 @@ class _Progress:
         self.count = 0
         self.start = self.last = time.perf_counter()
 
-    def tick(self):
-        self.count += 1
+    def add(self, images: int) -> None:
+        self.count += images
         now = time.perf_counter()
         if now - self.start >= PROGRESS_AFTER_SECONDS and now - self.last >= PROGRESS_EVERY_SECONDS:
             self.last = now
             share = f" ({100 * self.count / self.total:.0f}%)" if self.total > 0 else ""
             _say(f"{self.label}: {self.count}/{self.total if self.total > 0 else '?'}{share}, {now - self.start:.0f} s")
-        return np.int64(self.count)
-
-
-def _with_progress(dataset: tf.data.Dataset, label: str) -> tf.data.Dataset:
-    """``dataset`` unchanged (same elements and spec), reporting how many elements went through."""
-    progress = _Progress(label, int(dataset.cardinality()))
-
-    def tick(example):
-        count = tf.numpy_function(progress.tick, [], tf.int64, stateful=True)
-        with tf.control_dependencies([count]):
-            return tf.nest.map_structure(tf.identity, example)
-
-    return dataset.map(tick)
 
 
 def _check_same_config(run: RunFolder, experiment) -> None:
