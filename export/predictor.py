@@ -11,13 +11,13 @@ class activation map (the model's output 1) over the preprocessed image the mode
 image (`tf_fracture_export.heatmap`).
 
 Example:
-    >>> predictor = Predictor("runs/demo/export/model_int8.tflite")
-    >>> result = predictor.predict_files(["a.png", "b.dcm", "broken.jpg"])
-    >>> [(p.path, round(p.probability, 3), p.label) for p in result.predictions]
+    >>> predictor = Predictor("runs/demo/export/model_int8.tflite")  # doctest: +SKIP
+    >>> result = predictor.predict_files(["a.png", "b.dcm", "broken.jpg"])  # doctest: +SKIP
+    >>> [(p.path, round(p.probability, 3), p.label) for p in result.predictions]  # doctest: +SKIP
     [('a.png', 0.812, 'fracture'), ('b.dcm', 0.104, 'normal')]
-    >>> result.skipped
+    >>> result.skipped  # doctest: +SKIP
     {'broken.jpg': 'truncated JPEG data (no end-of-image marker)'}
-    >>> predictor.predict_files(["a.png"], heatmap_dir="heatmaps").predictions[0].heatmap
+    >>> predictor.predict_files(["a.png"], heatmap_dir="heatmaps").predictions[0].heatmap  # doctest: +SKIP
     'heatmaps/a_heatmap.png'
 """
 
@@ -88,8 +88,8 @@ class Predictor:
             (input size, quantisation), or an unknown threshold name. Each message says what to do.
 
     Example:
-        >>> predictor = Predictor("model_float32.tflite", num_threads=2, threshold="target_sensitivity")
-        >>> predictor.predict_images([read_image("a.png")], names=["a.png"])[0].label
+        >>> predictor = Predictor("model_float32.tflite", threshold="target_sensitivity")  # doctest: +SKIP
+        >>> predictor.predict_images([read_image("a.png")], names=["a.png"])[0].label  # doctest: +SKIP
         'fracture'
     """
 

@@ -58,8 +58,10 @@ class RunFolder:
 
     Example:
         >>> run = RunFolder("runs/demo")
-        >>> run.is_complete(), run.model
-        (True, PosixPath('runs/demo/model.keras'))
+        >>> run.model, run.is_complete()  # a folder not trained yet
+        (PosixPath('runs/demo/model.keras'), False)
+        >>> run.path_of("model.keras")  # a path as summary.json stores it
+        PosixPath('runs/demo/model.keras')
     """
 
     path: Path

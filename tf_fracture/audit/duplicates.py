@@ -10,7 +10,7 @@ imports NumPy, OpenCV and the hashes only: no TensorFlow, no TFDS, no dataset re
 checks this).
 
 Example:
-    >>> for group in find_duplicates(record.hashed() for record in records):
+    >>> for group in find_duplicates(record.hashed() for record in records):  # doctest: +SKIP
     ...     if group.labels_conflict or group.spans_splits:
     ...         print(group.kind, group.keys)
 """
@@ -100,7 +100,7 @@ def find_duplicates(
         Exact groups, then near groups, each sorted by their first key.
 
     Example:
-        >>> for group in find_duplicates(records):
+        >>> for group in find_duplicates(records):  # doctest: +SKIP
         ...     if group.labels_conflict or group.spans_splits:
         ...         print(group.kind, group.keys)
     """

@@ -182,7 +182,14 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         ImageReadError: empty, truncated, corrupt or unsupported data.
 
     Example:
-        >>> image = decode_image(open("study1/image1.png", "rb").read(), "study1/image1.png")
+        >>> import cv2
+        >>> png = cv2.imencode(".png", np.full((4, 6), 200, np.uint8))[1].tobytes()
+        >>> decode_image(png, "image1.png").shape
+        (4, 6)
+        >>> decode_image(png[:20], "cut.png")
+        Traceback (most recent call last):
+        ...
+        tf_fracture.data.io.ImageReadError: Cannot read image 'cut.png': ...
     """
     if not data:
         raise ImageReadError(name, "the file is empty")
@@ -223,7 +230,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         ImageReadError: the file is missing, unreadable or cannot be decoded.
 
     Example:
-        >>> image = read_image("MURA-v1.1/valid/XR_ELBOW/patient11186/study1_positive/image1.png")
+        >>> image = read_image("MURA-v1.1/valid/XR_ELBOW/patient11186/study1_positive/image1.png")  # doctest: +SKIP
     """
     path = os.fspath(path)
     if _URI_SCHEME.match(path) and not path.startswith("file://"):
@@ -252,8 +259,8 @@ def read_images(paths: Iterable[str | os.PathLike]) -> tuple[dict[str, np.ndarra
         could not be read.
 
     Example:
-        >>> images, failures = read_images(["a.png", "b.dcm"])
-        >>> for path, reason in failures:
+        >>> images, failures = read_images(["a.png", "b.dcm"])  # doctest: +SKIP
+        >>> for path, reason in failures:  # doctest: +SKIP
         ...     print(f"skipped {path}: {reason}")
     """
     skipped: dict[str, str] = {}
@@ -302,7 +309,8 @@ def list_skipped(source: str, what: str, entries: Mapping[str, str] | Iterable[s
 
     Example:
         >>> list_skipped("MURA", "image(s) unreadable, skipped", {"a.png": "truncated PNG data"})
-        # logs "MURA: 1 image(s) unreadable, skipped:\n  a.png: truncated PNG data"
+
+        logs ``MURA: 1 image(s) unreadable, skipped:``, then ``a.png: truncated PNG data`` on a line of its own.
     """
     if isinstance(entries, Mapping):
         lines = "".join(f"\n  {name}: {reason}" for name, reason in sorted(entries.items()))

@@ -176,7 +176,7 @@ def preprocess(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         ``(S, S)`` uint8 with ``S = config.image_size``.
 
     Example:
-        >>> preprocess(read_image("image1.png"), get_preprocess_config("mura")).shape
+        >>> preprocess(np.full((500, 400), 128, np.uint8), get_preprocess_config("mura")).shape
         (384, 384)
     """
     image = resize(image, config.image_size, config.resize_mode)

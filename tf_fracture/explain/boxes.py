@@ -117,7 +117,11 @@ def box_hit_rate(heatmaps: Sequence[np.ndarray], boxes: Sequence) -> BoxHitRate:
         A `BoxHitRate` over the images with at least one box; NaN rates when there is none.
 
     Example:
-        >>> box_hit_rate(grad_cam(model, images)["mobilenetv3_large"], boxes).hit_rate
+        >>> heatmap = np.zeros((10, 10))
+        >>> heatmap[2, 3] = 1.0  # the peak, at row 2, column 3
+        >>> rate = box_hit_rate([heatmap], [[(0.1, 0.2, 0.4, 0.5)]])  # a box over rows 1-3, columns 2-4
+        >>> rate.hit_rate, rate.chance_rate
+        (1.0, 0.09)
     """
     if len(heatmaps) != len(boxes):
         raise ValueError(f"Expected one box list per heatmap, but got {len(heatmaps)} heatmaps and {len(boxes)}.")

@@ -88,8 +88,11 @@ def stratified_auroc(
         class keeps its counts, with ``auroc`` None and the reason in ``skipped``.
 
     Example:
-        >>> strata = {"hand": regions == "hand", "without hardware": ~hardware}
-        >>> stratified_auroc(labels, probabilities, strata)["hand"].auroc.value
+        >>> labels = np.array([0, 1, 0, 1, 0, 1])
+        >>> probabilities = np.array([0.1, 0.9, 0.4, 0.3, 0.2, 0.8])
+        >>> regions = np.array(["hand", "hand", "hand", "hand", "leg", "leg"])
+        >>> stratified_auroc(labels, probabilities, {"hand": regions == "hand"})["hand"].auroc.value
+        0.75
     """
     y, s = check_binary(labels, scores, what="stratified_auroc")
     group_vector = None if groups is None else _as_vector(groups, "groups")
