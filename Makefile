@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m tf_fracture.train
+	$(VENV)/bin/tf-fracture train
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .

@@ -68,3 +68,12 @@ def test_python_dash_m_form():
         [sys.executable, "-m", "tf_fracture", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0 and "export-split" in result.stdout, result.stderr
+
+
+def test_the_readme_shows_the_real_help(capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("$ tf-fracture --help\n", 1)[1].split("```", 1)[0]
+    command.main(["--help"])
+    assert block == capsys.readouterr().out
