@@ -10,7 +10,8 @@ from tf_fracture.configs import ExperimentConfig, get_experiment
 from tf_fracture.models import load_model
 from tf_fracture.run_folder import RunFolder
 from tf_fracture.train.loop import train
-from tf_fracture.train.model_factory import build_model, compile_arguments, is_multitask
+from tf_fracture.train.model_factory import build_model
+from tf_fracture.train.objectives import compile_arguments, is_multitask
 
 
 def experiment(data_dir, *changes) -> ExperimentConfig:

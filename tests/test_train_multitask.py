@@ -22,16 +22,17 @@ from tf_fracture.configs import get_experiment
 from tf_fracture.data.pipeline import evaluation_pipeline
 from tf_fracture.data.sources import load_split, split_metadata
 from tf_fracture.metrics import roc_auc
+from tf_fracture.metrics.losses import body_part_scores
 from tf_fracture.models import load_model
 from tf_fracture.models.multitask import BODY_PART, CAM, FRACTURE, MultiTaskClassifier
 from tf_fracture.run_folder import RunFolder
-from tf_fracture.train.callbacks import body_part_scores, classifier_of
+from tf_fracture.train.callbacks import classifier_of
+from tf_fracture.train.class_weights import with_fracture_class_weights
 from tf_fracture.train.loop import train
-from tf_fracture.train.model_factory import (
+from tf_fracture.train.model_factory import build_model
+from tf_fracture.train.objectives import (
     KnownPartAccuracy,
-    build_model,
     compile_arguments,
-    with_fracture_class_weights,
 )
 
 SIZE = 32

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from tf_fracture.configs import get_experiment
+from tf_fracture.metrics.losses import binary_cross_entropy
 from tf_fracture.models import build_classifier
 from tf_fracture.train.__main__ import main
-from tf_fracture.train.callbacks import HistoryCSV, ResumableBackup, ValidationAUROC, binary_cross_entropy
-from tf_fracture.train.model_factory import build_model, build_optimizer, class_weights, copy_weights
+from tf_fracture.train.callbacks import HistoryCSV, ResumableBackup, ValidationAUROC
+from tf_fracture.train.class_weights import class_weights
+from tf_fracture.train.model_factory import build_model, copy_weights
+from tf_fracture.train.optimizer_factory import build_optimizer
 from tf_fracture.train.optimizers import GroupedOptimizer, TorchSGD
 from tf_fracture.train.schedules import CosineAnnealingWarmRestarts
 

@@ -32,16 +32,10 @@ from tf_fracture.train.callbacks import (
     ValidationAUROC,
     classifier_of,
 )
-from tf_fracture.train.model_factory import (
-    build_model,
-    build_optimizer,
-    check_model_config,
-    class_weights,
-    compile_arguments,
-    current_learning_rates,
-    is_multitask,
-    with_fracture_class_weights,
-)
+from tf_fracture.train.class_weights import class_weights, with_fracture_class_weights
+from tf_fracture.train.model_factory import build_model, check_model_config
+from tf_fracture.train.objectives import compile_arguments, is_multitask
+from tf_fracture.train.optimizer_factory import build_optimizer, current_learning_rates
 
 # Preparation (preprocessing a split into its store) reports progress when it lasts longer than this.
 PROGRESS_AFTER_SECONDS = 3.0

@@ -1,4 +1,5 @@
-"""The model, optimiser and class weights of an experiment, from its configuration alone.
+"""The model of an experiment, from its configuration alone (the optimiser: `optimizer_factory`; the
+losses and metrics: `objectives`; class weights: `class_weights`).
 
 One factory for every backbone and stage: ``model.backbone`` names a family of
 `tf_fracture.backbones.available_backbones()` for a single classifier, or ``"fusion"`` for the
@@ -8,30 +9,17 @@ ensemble of the fine-tuned members (``model.members``: their run folders).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 import keras
-import numpy as np
 
 from tf_fracture.configs.datasets import get_dataset_spec
+from tf_fracture.configs.experiment import FUSION
 from tf_fracture.models import FusionConfig, build_classifier, build_fusion, load_model
 from tf_fracture.models.multitask import (
-    BODY_PART,
-    CAM,
-    FRACTURE,
-    IGNORED_PART,
     MultiTaskClassifier,
-    multitask_loss,
 )
 from tf_fracture.run_folder import model_file
-from tf_fracture.train.losses import LocalizationLoss
-from tf_fracture.train.optimizers import TorchSGD, optimizer_for_groups
-from tf_fracture.train.schedules import CosineAnnealingWarmRestarts
 
-FUSION = "fusion"
-OPTIMIZERS = ("torch_sgd", "sgd", "adamw")
-SCHEDULES = ("cosine_restarts", "constant")
-CLASS_WEIGHTS = ("none", "balanced")
 # BatchNorm's moving-average momentum while training: PyTorch's default (``momentum=0.1`` in its
 # convention), as in the method, which trained in PyTorch. Keras' published MobileNetV3 and
 # EfficientNetV2 graphs carry 0.999: their moving statistics keep 0.999**n of their initial values
@@ -112,67 +100,6 @@ def check_model_config(experiment) -> None:
         )
 
 
-def compile_arguments(model: keras.Model, aux_loss_weight: float, model_config=None) -> dict:
-    """``loss`` (+ ``loss_weights``) and ``metrics`` for ``compile``: the loss is always on logits.
-
-    A single-logit model: binary cross-entropy and the training AUROC (``"auroc"``). A
-    `MultiTaskClassifier`: `multitask_loss` (fracture + ``aux_loss_weight`` x body part), the AUROC
-    on the fracture logit (Keras logs it as ``"fracture_auroc"``) and the body-part accuracy over
-    images with a known part (``"body_part_accuracy"``). With a ``"cam"`` output (guided training),
-    ``model_config.localization_weight`` x `LocalizationLoss` of ``model_config.localization_loss``.
-    """
-    auroc = keras.metrics.AUC(from_logits=True, name="auroc")
-    if not is_multitask(model):
-        return {"loss": keras.losses.BinaryCrossentropy(from_logits=True), "metrics": [auroc]}
-    losses = multitask_loss(aux_loss_weight)
-    loss = {FRACTURE: losses["loss"][FRACTURE]}
-    weights = {FRACTURE: 1.0}
-    metrics = {FRACTURE: [auroc]}
-    if model.num_parts:
-        loss[BODY_PART], weights[BODY_PART] = losses["loss"][BODY_PART], losses["loss_weights"][BODY_PART]
-        metrics[BODY_PART] = [KnownPartAccuracy(name="accuracy")]
-    if model.cam:
-        if model_config is None:
-            raise ValueError("A model with a 'cam' output needs `model_config` (its localisation loss and weight).")
-        loss[CAM] = LocalizationLoss(model_config.localization_loss, name="localization_loss")
-        weights[CAM] = float(model_config.localization_weight)
-    return {"loss": loss, "loss_weights": weights, "metrics": metrics}
-
-
-def is_multitask(model: keras.Model) -> bool:
-    """Whether ``model`` has the auxiliary body-part head (its outputs are a dict)."""
-    return isinstance(model, MultiTaskClassifier)
-
-
-@keras.saving.register_keras_serializable(package="tf_fracture")
-class KnownPartAccuracy(keras.metrics.Metric):
-    """Accuracy of body-part logits over the images whose part is known (target ``-1`` is left out).
-
-    Keras' ``SparseCategoricalAccuracy`` counts ``-1`` targets as errors (FracAtlas images without a
-    region), which would cap the accuracy below 1 for a perfect head.
-    """
-
-    def __init__(self, name="known_part_accuracy", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self.correct = self.add_variable((), initializer="zeros", name="correct")
-        self.count = self.add_variable((), initializer="zeros", name="count")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
-        known = keras.ops.cast(keras.ops.not_equal(y_true, IGNORED_PART), self.dtype)
-        predicted = keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32")
-        hits = keras.ops.cast(keras.ops.equal(predicted, y_true), self.dtype) * known
-        self.correct.assign_add(keras.ops.sum(hits))
-        self.count.assign_add(keras.ops.sum(known))
-
-    def result(self):
-        return keras.ops.divide_no_nan(self.correct, self.count)
-
-    def reset_state(self):
-        self.correct.assign(0.0)
-        self.count.assign(0.0)
-
-
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
     """Sets the moving-average momentum of every BatchNormalization layer in ``model`` (nested ones too).
 
@@ -243,111 +170,3 @@ def _weighted_layers(model: keras.Model, prefix: str = "") -> dict[str, list]:
             layers[path] = own
         layers.update(_weighted_layers(layer, path + "/"))
     return layers
-
-
-def build_optimizer(train, model: keras.Model, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The optimiser of ``train`` (a `TrainConfig`); a fusion that trains its members gets two groups.
-
-    ``"torch_sgd"`` is PyTorch's SGD (the method's; see `TorchSGD`), ``"sgd"`` Keras' ``SGD``
-    (momentum folded into the velocity, decoupled weight decay), ``"adamw"`` Keras' ``AdamW``.
-    ``"cosine_restarts"`` is PyTorch's ``CosineAnnealingWarmRestarts(T_0=t_0, T_mult=t_mult,
-    eta_min)`` stepped per epoch (or per batch), ``"constant"`` a fixed rate.
-
-    The ensemble (a `FusionModel` whose members train): the fusion layers at ``learning_rate``
-    and the members at ``backbone_learning_rate``, each group with its own momentum buffer,
-    weight decay and schedule (`optimizer_for_groups`).
-    """
-    members = list(getattr(model, "members", []))
-    if members and trains_members(train):
-        member_ids = {id(member) for member in members}
-        head = [layer for layer in model.layers if id(layer) not in member_ids and layer.trainable_weights]
-        return optimizer_for_groups(
-            {
-                "fusion": (single_optimizer(train, train.learning_rate, steps_per_epoch), head),
-                "backbones": (single_optimizer(train, train.backbone_learning_rate, steps_per_epoch), members),
-            },
-            name="fusion_and_backbones",
-        )
-    return single_optimizer(train, train.learning_rate, steps_per_epoch)
-
-
-def single_optimizer(train, learning_rate: float, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """One optimiser of ``train``'s kind at ``learning_rate`` (with ``train``'s schedule)."""
-    rate = learning_rate_schedule(train, learning_rate, steps_per_epoch)
-    if train.optimizer == "torch_sgd":
-        return TorchSGD(rate, momentum=train.momentum, weight_decay=train.weight_decay)
-    if train.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=train.weight_decay or None)
-    if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=train.weight_decay)
-    raise ValueError(f"Expected `train.optimizer` to be one of {OPTIMIZERS}, but got {train.optimizer!r}.")
-
-
-def learning_rate_schedule(train, learning_rate: float, steps_per_epoch: int):
-    if train.schedule == "constant":
-        return float(learning_rate)
-    if train.schedule == "cosine_restarts":
-        return CosineAnnealingWarmRestarts(
-            learning_rate,
-            T_0=train.t_0,
-            steps_per_epoch=steps_per_epoch,
-            T_mult=train.t_mult,
-            eta_min=train.eta_min,
-            per_batch=train.per_batch_schedule,
-        )
-    raise ValueError(f"Expected `train.schedule` to be one of {SCHEDULES}, but got {train.schedule!r}.")
-
-
-def current_learning_rates(optimizer: keras.optimizers.Optimizer) -> dict[str, float]:
-    """``{"learning_rate": ...}`` at the optimiser's current step; a grouped optimiser adds each group's."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-    groups = getattr(optimizer, "groups", None)
-    if isinstance(groups, Mapping):
-        rates = {f"learning_rate_{name}": _rate(group) for name, group in groups.items()}
-        return {"learning_rate": next(iter(rates.values())), **rates}
-    return {"learning_rate": _rate(optimizer)}
-
-
-def _rate(optimizer) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-def with_fracture_class_weights(dataset, weights: Mapping[int, float]):
-    """Multi-task batches ``(images, targets)`` -> ``(images, targets, sample_weights)``: the class weights
-    on the fracture loss alone (the body-part loss unweighted).
-
-    Keras' ``class_weight`` refuses models with more than one output; per-output sample weights
-    give the fracture loss exactly what ``class_weight`` gives a single-logit model
-    (``weights[label]`` per image, same reduction).
-    """
-    import tensorflow as tf
-
-    table = tf.constant([float(weights[0]), float(weights[1])], tf.float32)
-
-    def weigh(images, targets):
-        labels = tf.cast(targets[FRACTURE], tf.int32)
-        per_image = tf.gather(table, labels)
-        others = {name: tf.ones_like(per_image) for name in targets if name != FRACTURE}
-        return images, targets, {FRACTURE: per_image, **others}
-
-    return dataset.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def class_weights(labels, mode: str) -> dict[int, float] | None:
-    """Keras ``class_weight`` for ``mode``: None for ``"none"``; ``"balanced"`` is ``n / (2 n_c)``.
-
-    ``"balanced"`` is scikit-learn's ``compute_class_weight("balanced")``: each class weighs as much
-    in the loss as the other, whatever their counts.
-    """
-    if mode == "none":
-        return None
-    if mode != "balanced":
-        raise ValueError(f"Expected `train.class_weights` to be one of {CLASS_WEIGHTS}, but got {mode!r}.")
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    counts = np.bincount(labels, minlength=2)
-    if labels.size == 0 or np.any(counts[:2] == 0) or counts.size > 2:
-        raise ValueError(
-            "Balanced class weights need 0/1 labels with both classes, but the training labels count "
-            f"{counts.tolist()} per class."
-        )
-    return {c: float(labels.size / (2.0 * counts[c])) for c in (0, 1)}
