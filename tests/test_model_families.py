@@ -14,13 +14,12 @@ import pytest
 from helpers import images
 
 from tf_fracture.backbones import available_backbones, available_variants, build_backbone
+from tf_fracture.configs import backbone_card
 from tf_fracture.models import build_classifier
 
 SIZE = 32
 # ~30 s to build, save and reload on a CPU (EfficientNetV2-M has 979 weights): `pytest -m large`.
 LARGE_VARIANTS = {("efficientnetv2", "m")}
-# The smallest variant of the families known today; a newly registered family runs its default.
-FAST_VARIANT = {"convnext": "tiny", "efficientnetv2": "s", "mobilenetv3": "small"}
 # Tracing EfficientNetV2-S's train step takes 40-110 s on a shared 2-core CPU; tests/test_models.py
 # still runs one default-size training step of it in the default suite.
 LARGE_CLASSIFIERS = {"efficientnetv2"}
@@ -36,7 +35,9 @@ def all_variants():
 
 def fast_variants():
     return [
-        pytest.param(name, FAST_VARIANT.get(name), marks=[pytest.mark.large] if name in LARGE_CLASSIFIERS else [])
+        pytest.param(
+            name, backbone_card(name).test_variant, marks=[pytest.mark.large] if name in LARGE_CLASSIFIERS else []
+        )
         for name in available_backbones()
     ]
 

@@ -10,6 +10,7 @@ from harness import randomise_network_weights as randomise_weights
 from helpers import images
 
 from tf_fracture.backbones import Backbone, available_backbones, build_backbone
+from tf_fracture.configs import backbone_card, backbone_names
 from tf_fracture.models import (
     FractureClassifier,
     FusionConfig,
@@ -33,7 +34,7 @@ def classifiers():
 def small_classifiers():
     """The smallest variant of each family: the fusion is family-agnostic, and these keep tests fast."""
     keras.utils.set_random_seed(8)
-    variants = {"convnext": "tiny", "efficientnetv2": "s", "mobilenetv3": "small"}
+    variants = {name: backbone_card(name).test_variant for name in backbone_names()}
     models = {name: build_classifier(name, variant, weights=None) for name, variant in variants.items()}
     for seed, model in enumerate(models.values()):
         randomise_weights(model, seed)  # a fusion that failed to copy a member's weights would show

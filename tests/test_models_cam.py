@@ -7,10 +7,11 @@ from harness import randomise_network_weights as randomise_weights
 from helpers import images
 
 from tf_fracture.backbones import FEATURE_MAP, available_backbones
+from tf_fracture.configs import backbone_card, backbone_names
 from tf_fracture.models import CAM_LAYER, build_classifier, build_fusion, cam_model, feature_extractor, load_model
 from tf_fracture.models.multitask import CAM, FRACTURE, MultiTaskClassifier, with_cam
 
-VARIANTS = {"convnext": "tiny", "efficientnetv2": "s", "mobilenetv3": "small"}
+VARIANTS = {name: backbone_card(name).test_variant for name in backbone_names()}
 
 
 @pytest.fixture(scope="module")

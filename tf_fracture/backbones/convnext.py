@@ -25,6 +25,7 @@ import numpy as np
 from tf_fracture.backbones.config import BackboneConfig
 from tf_fracture.backbones.registry import FEATURE_MAP, FEATURES, BackboneFamily, register_backbone
 from tf_fracture.backbones.weights import fold_normalisation, load_keras_application, transfer_weights
+from tf_fracture.configs.backbones import backbone_card
 from tf_fracture.layers import CBAM, LayerScale
 
 DEPTHS = {"tiny": (3, 3, 9, 3), "small": (3, 3, 27, 3)}
@@ -98,9 +99,7 @@ def transfer(application: keras.Model, backbone: keras.Model) -> None:
 
 CONVNEXT = register_backbone(
     BackboneFamily(
-        name="convnext",
-        variants=tuple(DEPTHS),
-        default_variant="tiny",
+        card=backbone_card("convnext"),
         build_graph=build_graph,
         keras_application=keras_application,
         transfer=transfer,

@@ -22,6 +22,7 @@ from tf_fracture.backbones.config import BackboneConfig
 from tf_fracture.backbones.registry import FEATURE_MAP, FEATURES, BackboneFamily, register_backbone
 from tf_fracture.backbones.surgery import rebuild_graph, with_filters
 from tf_fracture.backbones.weights import grey_kernel, load_keras_application, transfer_weights
+from tf_fracture.configs.backbones import backbone_card
 from tf_fracture.layers import CBAM
 
 _APPLICATIONS = {"s": "EfficientNetV2S", "m": "EfficientNetV2M"}
@@ -58,9 +59,7 @@ def transfer(application: keras.Model, backbone: keras.Model) -> None:
 
 EFFICIENTNETV2 = register_backbone(
     BackboneFamily(
-        name="efficientnetv2",
-        variants=tuple(_APPLICATIONS),
-        default_variant="m",
+        card=backbone_card("efficientnetv2"),
         build_graph=build_graph,
         keras_application=keras_application,
         transfer=transfer,

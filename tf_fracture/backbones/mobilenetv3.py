@@ -30,6 +30,7 @@ from tf_fracture.backbones.config import BackboneConfig
 from tf_fracture.backbones.registry import FEATURE_MAP, FEATURES, BackboneFamily, register_backbone
 from tf_fracture.backbones.surgery import rebuild_graph
 from tf_fracture.backbones.weights import grey_kernel, load_keras_application, transfer_weights
+from tf_fracture.configs.backbones import backbone_card
 from tf_fracture.layers import CBAM
 
 # variant -> (Keras constructor, minimalistic)
@@ -86,9 +87,7 @@ def _tapped(application: keras.Model, tap: str | None) -> keras.Model:
 
 MOBILENETV3 = register_backbone(
     BackboneFamily(
-        name="mobilenetv3",
-        variants=tuple(_APPLICATIONS),
-        default_variant="large",
+        card=backbone_card("mobilenetv3"),
         build_graph=build_graph,
         keras_application=keras_application,
         transfer=transfer,

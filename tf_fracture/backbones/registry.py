@@ -1,4 +1,9 @@
-"""One registry of backbone families; the CLI, the presets and the tests all read it."""
+"""One registry of backbone families; the CLI, the presets and the tests all read it.
+
+A family's names (its variants, default and test variant) and the method's training values for it
+live on its `~tf_fracture.configs.backbones.BackboneCard` (TF-free, so that configurations are
+checked without TensorFlow); `register_backbone` ties the builder to that card.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from types import MappingProxyType
 import keras
 
 from tf_fracture.backbones.config import BackboneConfig
+from tf_fracture.configs.backbones import BackboneCard, declare_backbone
 
 FEATURE_MAP = "feature_map"  # the last spatial map before pooling (Grad-CAM reads it)
 FEATURES = "features"  # the pooled feature vector
@@ -19,6 +25,7 @@ class BackboneFamily:
     """A family of backbones: how to build its graph and how to fill it from a Keras application.
 
     Attributes:
+        card: the family's `BackboneCard` (name, variants, default and test variant, learning rate).
         build_graph: ``(config, variant) -> (inputs, features)``: the functional graph, freshly
             initialised, with an identity layer named ``FEATURE_MAP`` on the last spatial map and one
             named ``FEATURES`` on the pooled vector. Never downloads anything.
@@ -32,15 +39,25 @@ class BackboneFamily:
             stride (the network's own is 32).
     """
 
-    name: str
-    variants: tuple[str, ...]
-    default_variant: str
+    card: BackboneCard
     build_graph: Callable[[BackboneConfig, str], tuple[keras.KerasTensor, keras.KerasTensor]]
     keras_application: Callable[[str, str | None], keras.Model]
     transfer: Callable[[keras.Model, keras.Model], None]
     native_width: Mapping[str, int]
     summary: str
     taps: Mapping[int, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return self.card.variants
+
+    @property
+    def default_variant(self) -> str:
+        return self.card.default_variant
 
     def tap(self, config: BackboneConfig, variant: str) -> str | None:
         """The layer to cut Keras' network at for ``config.feature_stride``, or None for the whole network."""
@@ -60,17 +77,27 @@ class BackboneFamily:
 
 
 _FAMILIES: dict[str, BackboneFamily] = {}
+_BUILT_IN = ("convnext", "efficientnetv2", "mobilenetv3")
 
 
 def register_backbone(family: BackboneFamily) -> BackboneFamily:
+    """Adds ``family`` to the registry, and declares its card (configurations may then name it)."""
     if family.name in _FAMILIES:
         raise ValueError(f"A backbone family named {family.name!r} is already registered.")
-    if family.default_variant not in family.variants:
-        raise ValueError(f"Default variant {family.default_variant!r} of {family.name!r} is not in {family.variants}.")
     if set(family.native_width) != set(family.variants):
         raise ValueError(f"`native_width` of {family.name!r} must name every variant in {family.variants}.")
+    declare_backbone(family.card)  # refuses a card other than the one already declared under this name
     _FAMILIES[family.name] = family
     return family
+
+
+def unregister_backbone(name: str) -> None:
+    """Removes a family registered at run time (a plug-in, a test's toy family); built-ins stay declared."""
+    from tf_fracture.configs import backbones as cards
+
+    _FAMILIES.pop(name, None)
+    if name not in _BUILT_IN:
+        cards._CARDS.pop(name, None)
 
 
 def available_backbones() -> tuple[str, ...]:

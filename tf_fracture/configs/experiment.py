@@ -22,11 +22,11 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tf_fracture.configs.backbones import backbone_card, backbone_names
 from tf_fracture.configs.datasets import DATASETS, get_dataset_spec
 from tf_fracture.validation import check_choice, check_int, check_number, check_rate
 
 __all__ = [
-    "BACKBONES",
     "DISTRIBUTE",
     "FUSION",
     "MIXED_PRECISION",
@@ -39,9 +39,6 @@ __all__ = [
     "TrainConfig",
 ]
 
-# The backbone families of tf_fracture.backbones.available_backbones(), kept here so that configs load
-# without TensorFlow; tests/test_configs.py checks that the two agree.
-BACKBONES = ("convnext", "efficientnetv2", "mobilenetv3")
 FUSION = "fusion"  # the ensemble of fine-tuned members (tf_fracture.models.build_fusion)
 STEMS = ("grey", "rgb")
 WEIGHTS = (None, "imagenet")
@@ -191,7 +188,9 @@ class ModelConfig:
     localization_weight: float = _help("Weight of the localisation loss beside the fracture loss.", 1.0)
 
     def __post_init__(self):
-        check_choice("backbone", self.backbone, (*BACKBONES, FUSION))
+        check_choice("backbone", self.backbone, (*backbone_names(), FUSION))
+        if self.backbone != FUSION and self.variant is not None:
+            check_choice("variant", self.variant, backbone_card(self.backbone).variants)
         _check_str("variant", self.variant, allow_none=True)
         _check_bool("attention", self.attention)
         check_choice("stem", self.stem, STEMS)

@@ -33,8 +33,9 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
+from tf_fracture.configs.backbones import backbone_card, backbone_names
 from tf_fracture.configs.datasets import get_dataset_spec
-from tf_fracture.configs.experiment import BACKBONES, FUSION, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from tf_fracture.configs.experiment import FUSION, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 
 __all__ = ["DEFAULT_STAGES", "PRESETS", "get_experiment"]
 
@@ -60,9 +61,6 @@ _DEMO = ExperimentConfig(
     ),
 )
 
-# The method's learning rate (pretrain and finetune) and fine-tuning momentum per backbone.
-_LEARNING_RATE = {"convnext": 1.2e-3, "efficientnetv2": 8e-4, "mobilenetv3": 1e-4}
-_FINETUNE_MOMENTUM = {"convnext": 0.8, "efficientnetv2": 0.7, "mobilenetv3": 0.6}
 
 _MURA = DataConfig(
     dataset="mura", builder_config="grouped_val", image_size=384, unsharp_kernel=5, batch_size=32, augmented_copies=1
@@ -85,7 +83,7 @@ def _pretrain(backbone: str) -> ExperimentConfig:
         name=f"paper-pretrain-{backbone}",
         data=_MURA,
         model=ModelConfig(backbone=backbone),
-        train=dataclasses.replace(_PAPER_TRAIN, stage="pretrain", learning_rate=_LEARNING_RATE[backbone]),
+        train=dataclasses.replace(_PAPER_TRAIN, stage="pretrain", learning_rate=backbone_card(backbone).learning_rate),
     )
 
 
@@ -98,8 +96,8 @@ def _finetune(backbone: str) -> ExperimentConfig:
             _PAPER_TRAIN,
             stage="finetune",
             epochs=28,
-            learning_rate=_LEARNING_RATE[backbone],
-            momentum=_FINETUNE_MOMENTUM[backbone],
+            learning_rate=backbone_card(backbone).learning_rate,
+            momentum=backbone_card(backbone).finetune_momentum,
             t_0=4,
         ),
     )
@@ -129,12 +127,15 @@ PRESETS = _frozen(
     {
         "demo": {"train": {"mobilenetv3": _DEMO}},
         "paper": {
-            "pretrain": {b: _pretrain(b) for b in BACKBONES},
-            "finetune": {b: _finetune(b) for b in BACKBONES},
+            "pretrain": {b: _pretrain(b) for b in backbone_names()},
+            "finetune": {b: _finetune(b) for b in backbone_names()},
             "ensemble": {FUSION: _ENSEMBLE},
         },
     }
 )
+# Stages whose hyper-parameters depend on the backbone: a family declared after this module was
+# imported (`tf_fracture.configs.backbones.declare_backbone`) gets its configuration from its card.
+_PER_BACKBONE = {("paper", "pretrain"): _pretrain, ("paper", "finetune"): _finetune}
 # The stage a preset runs when none is named.
 DEFAULT_STAGES = MappingProxyType({"demo": "train", "paper": "pretrain"})
 
@@ -167,8 +168,10 @@ def get_experiment(
         backbone = "mobilenetv3" if "mobilenetv3" in by_backbone else next(iter(by_backbone))
     if backbone in by_backbone:
         config = by_backbone[backbone]
-    elif FUSION in by_backbone or backbone not in BACKBONES:
-        valid = tuple(by_backbone) if FUSION in by_backbone else BACKBONES
+    elif (preset, stage) in _PER_BACKBONE and backbone in backbone_names():
+        config = _PER_BACKBONE[preset, stage](backbone)
+    elif FUSION in by_backbone or backbone not in backbone_names():
+        valid = tuple(by_backbone) if FUSION in by_backbone else backbone_names()
         raise ValueError(
             f"Unknown backbone {backbone!r} for preset {preset!r} stage {stage!r}. Valid backbones: {', '.join(valid)}."
         )
