@@ -75,11 +75,11 @@ def test_preprocessing_is_the_cnn_sides(tmp_path):
 
 def test_missing_manifest_lists_the_splits_there(tmp_path):
     write_export(str(tmp_path), split="validation")
-    with pytest.raises(FileNotFoundError, match=r"No split 'test'.*the splits there: validation.*export_split"):
+    with pytest.raises(FileNotFoundError, match=r"No split 'test'.*the splits there: validation.*export-split"):
         read_split(str(tmp_path), "test")
     with pytest.raises(FileNotFoundError, match="holds no exported split"):
         read_split(str(tmp_path / "nothing"), "test")
-    with pytest.raises(FileNotFoundError, match=r"No dataset\.json.*export_split"):
+    with pytest.raises(FileNotFoundError, match=r"No dataset\.json.*export-split"):
         read_dataset_info(str(tmp_path))
 
 

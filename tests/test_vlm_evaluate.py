@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import vlm_torch
-from vlm_torch import evaluate
+from vlm_torch import evaluate, inference
+from vlm_torch import metrics as vlm_metrics
 
 # grey level // 10 -> (label, score = log P(B) - log P(A), greedy answer)
 TEST = [
@@ -103,7 +104,9 @@ def fake(monkeypatch):
     scoring.ab_scores, scoring.generate_answers = ab_scores, generate_answers
     monkeypatch.setitem(sys.modules, "vlm_torch.scoring", scoring)
     monkeypatch.setattr(vlm_torch, "scoring", scoring, raising=False)
-    monkeypatch.setattr(evaluate, "get_family", lambda name: family)
+    from vlm_torch import model_source
+
+    monkeypatch.setattr(model_source, "get_family", lambda name: family)
     return family
 
 
@@ -225,13 +228,13 @@ def test_refusals_say_what_to_do(export, fake, tmp_path, capsys):
 
 
 def test_answer_metrics_score_invalid_answers_as_wrong():
-    result = evaluate.answer_metrics([1, 0, 1, 0], ["both", "neither", "B", "A"])
+    result = vlm_metrics.answer_metrics([1, 0, 1, 0], ["both", "neither", "B", "A"])
     assert result["confusion"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 1}
     assert result["metrics"]["accuracy"] == 0.5
 
 
 def test_probability_of_b_is_stable_far_from_zero():
-    p = evaluate.probability_of_b(np.array([-1000.0, 0.0, 1000.0, math.log(3.0)]))
+    p = inference.probability_of_b(np.array([-1000.0, 0.0, 1000.0, math.log(3.0)]))
     np.testing.assert_allclose(p, [0.0, 0.5, 1.0, 0.75], atol=1e-15)
 
 

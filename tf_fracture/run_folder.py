@@ -191,6 +191,8 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 
 def _finite(value):
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a NumPy scalar (float32 NaN too)
+        value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

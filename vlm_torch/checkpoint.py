@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tf_fracture.run_folder import write_json
+
 CHECKPOINT = "checkpoint"
 _TMP = CHECKPOINT + ".tmp"
 _OLD = CHECKPOINT + ".old"
@@ -57,7 +59,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model, optimizer, scheduler, sta
     )
     full_state = dict(state)
     full_state["python_rng"] = _to_json(random.getstate())
-    _write_json(tmp / _STATE, full_state)
+    write_json(tmp / _STATE, full_state)
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
@@ -105,12 +107,6 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer, scheduler) -> dic
 def remove_checkpoint(run_dir: str | os.PathLike) -> None:
     for name in (CHECKPOINT, _TMP, _OLD):
         shutil.rmtree(Path(run_dir) / name, ignore_errors=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _to_json(value):

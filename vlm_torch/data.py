@@ -214,3 +214,8 @@ __all__ = [
     "read_dataset_info",
     "read_split",
 ]
+
+
+def take(records: list, limit: int | None) -> list:
+    """The first ``limit`` records (all of them for None)."""
+    return list(records) if limit is None else list(records)[:limit]

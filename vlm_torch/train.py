@@ -47,6 +47,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from tf_fracture.run_folder import write_json
 from vlm_torch.checkpoint import find_checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
 from vlm_torch.config import PRESETS, QUANTIZATIONS, VLMConfig, get_preset
 from vlm_torch.families import get_family
@@ -122,11 +123,11 @@ def train(
     checkpoint = _prepare_run_dir(run, identity, overwrite)
 
     data = importlib.import_module("vlm_torch.data")
-    train_records = _first(data.read_split(data_dir, "train"), limit)
+    train_records = data.take(data.read_split(data_dir, "train"), limit)
     if not train_records:
         raise ValueError(f"{data_dir} has no training records: export the splits with tf-fracture export-split")
     has_validation = VALIDATION in data.available_splits(data_dir)
-    val_records = _first(data.read_split(data_dir, VALIDATION), limit) if has_validation else []
+    val_records = data.take(data.read_split(data_dir, VALIDATION), limit) if has_validation else []
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = importlib.import_module("vlm_torch.precision")
@@ -141,7 +142,7 @@ def train(
         print(quantization.message, flush=True)
     if quantization.mode != "4bit":  # 4-bit weights are placed by from_pretrained and cannot be moved
         model.to(device)
-    _write_json(
+    write_json(
         run / CONFIG,
         {
             **identity,
@@ -322,16 +323,6 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             writer.writerow({key: "" if row[key] is None else row[key] for key in HISTORY_FIELDS})
     os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _first(records: list, limit: int | None) -> list:
-    return list(records) if limit is None else list(records)[:limit]
 
 
 def _as_given_or_absolute(model_path: str) -> str:
