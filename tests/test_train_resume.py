@@ -92,7 +92,11 @@ def test_a_run_killed_mid_training_resumes_to_the_weights_of_an_uninterrupted_ru
 
     expected, actual = h5_arrays(reference.final_weights), h5_arrays(killed.final_weights)
     assert sorted(actual) == sorted(expected)
-    assert any("optimizer" in name for name in actual)  # the optimiser's state is compared too
+    # The demo trains guided (a multi-task model around the classifier): final.weights.h5 holds the
+    # classifier alone, without the optimiser's state. That state is still checked: the epochs after
+    # the resume update the weights with the restored Adam moments, which any lost or wrong moment
+    # would change beyond the tolerance below.
+    assert "layers/dense/vars/0" in actual  # the CAM head's kernel is among the compared weights
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], rtol=0, atol=1e-6, err_msg=name)
     assert summary["best_epoch"] == reference.read_summary()["best_epoch"]
