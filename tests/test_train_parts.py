@@ -69,7 +69,7 @@ def test_init_from_a_run_folder_starts_the_model_from_its_weights(tmp_path):
     source = tiny_classifier()
     run = save_run(source, tmp_path / "pretrained")
     experiment = get_experiment("demo").override(
-        ["data.image_size=32", "model.feature_dim=16", f"model.init_from={run}"]
+        ["data.image_size=32", "model.feature_dim=16", "model.feature_stride=null", f"model.init_from={run}"]
     )
     keras.utils.set_random_seed(4)
     model = build_model(experiment)

@@ -56,6 +56,7 @@ __all__ = [
     "add_verbose_argument",
     "main",
     "parse_args",
+    "progress_bars_on_terminal_only",
     "quiet_tensorflow",
     "user_error",
     "verbose_requested",
@@ -92,6 +93,14 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     args.verbose = args.verbose or verbose_requested([])
     quiet_tensorflow(args.verbose)
     return args
+
+
+def progress_bars_on_terminal_only() -> None:
+    """Turns TFDS' progress bars off when stderr is not a terminal (a log file gets no bar redraws)."""
+    if not sys.stderr.isatty():
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
 
 
 def user_error(prog: str, error: BaseException, verbose: bool = False) -> int:

@@ -4,8 +4,9 @@
 a preset with ``--set`` overrides or ``dataclasses.replace``, never in place).
 
 * ``demo`` (stage ``train``): MobileNetV3-Small + CBAM, grey stem, on ``synthetic_xray`` (2000/250/250
-  images) at 256 px, guided by the fracture boxes (energy loss on the CAM); 8 epochs on the CPU (about
-  10 minutes), then the evaluation. Its goal is val AUROC 0.95 (see the README for where it stands).
+  images) at 256 px, guided by the fracture boxes (energy loss on a 16x16 CAM); 8 epochs on the CPU
+  (under 10 minutes with the dataset's build), then the evaluation. Its goals: test AUROC 0.95 and a
+  CAM box hit rate of 0.8 (the README has the measured run).
 * ``paper``: the method's three stages.
 
   ===========  =========  ====  =======  =====  ======  ======================  ========  ===  =====
@@ -54,8 +55,9 @@ _DEMO = ExperimentConfig(
         batch_size=32,
         augmented_copies=0,
     ),
-    # Guided by the fracture boxes (the energy loss on the CAM), as ModelConfig's default.
-    model=ModelConfig(backbone="mobilenetv3", variant="small", attention=True, stem="grey"),
+    # Guided by the fracture boxes (the energy loss on the CAM), as ModelConfig's default; the CAM taken
+    # before the last downsampling (16x16 at 256 px): it learns faster and localises finer (README).
+    model=ModelConfig(backbone="mobilenetv3", variant="small", attention=True, stem="grey", feature_stride=16),
     train=TrainConfig(
         stage="train",
         epochs=8,
@@ -155,7 +157,8 @@ def get_experiment(
         stage: one of the preset's stages; None = its default (:data:`DEFAULT_STAGES`).
         backbone: a backbone family; None = the stage's own (MobileNetV3, or the fusion for the ensemble).
             A stage defined for one backbone only (the demo) takes another family with the same
-            hyper-parameters (its variant reset to the family's default); the ensemble is always the fusion.
+            hyper-parameters (its variant reset to the family's default, its CAM to the family's last
+            map); the ensemble is always the fusion.
         dataset: a name in :data:`~tf_fracture.configs.datasets.DATASETS`: swaps the data (its default
             builder config and split names) and keeps the stage's hyper-parameters (size, batch, epochs).
 
@@ -186,7 +189,8 @@ def get_experiment(
         config = dataclasses.replace(
             config,
             name=config.name if preset == "demo" else f"{preset}-{stage}-{backbone}",
-            model=dataclasses.replace(config.model, backbone=backbone, variant=None),
+            # The variant and the tap are the family's own: reset to its default and its last map.
+            model=dataclasses.replace(config.model, backbone=backbone, variant=None, feature_stride=None),
         )
     if dataset is not None and dataset != config.data.dataset:
         spec = get_dataset_spec(dataset)

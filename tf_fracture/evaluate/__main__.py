@@ -74,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse_args(parser, argv)
     import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
+
+    cli.progress_bars_on_terminal_only()
     from tf_fracture.evaluate.compare import write_comparison
     from tf_fracture.evaluate.evaluation import default_out_dir, evaluate_run
 

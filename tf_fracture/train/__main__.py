@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     args = cli.parse_args(parser, argv)
     import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
 
+    cli.progress_bars_on_terminal_only()
+
     try:
         experiment = resolve_experiment(args)
     except cli.USER_ERRORS as error:
@@ -150,7 +152,7 @@ def sanity_warning(experiment, best_val_auroc) -> str | None:
     return (
         f"warning: validation AUROC {best_val_auroc:.3f} on synthetic_xray is below {SYNTHETIC_SANITY_AUROC}: "
         "on these synthetic radiographs that means the model did not learn the fracture (see the README, "
-        "Training: the demo's known limitation)."
+        "Training: how the demo learns)."
     )
 
 
