@@ -294,12 +294,16 @@ def test_demo_preset():
     assert c.data.image_size == 256 and c.data.batch_size == 32
     assert c.train.epochs <= 8
     assert c.guided and c.model.localization_loss == "energy"
+    # What the measured demo run used (README, Training): box targets, a 16x16 CAM, CLAHE without the
+    # unsharp mask, no augmentation.
+    assert c.data.localization_target == "box" and c.model.feature_stride == 16
+    assert c.data.unsharp_amount == 0.0 and c.data.augment is False
 
 
 def test_demo_with_another_backbone_keeps_its_hyper_parameters():
     c = get_experiment("demo", backbone="convnext")
     demo = get_experiment("demo")
-    assert c.model.backbone == "convnext" and c.model.variant is None
+    assert c.model.backbone == "convnext" and c.model.variant is None and c.model.feature_stride is None
     assert c.train == demo.train and c.data == demo.data
 
 

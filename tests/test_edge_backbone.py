@@ -126,7 +126,7 @@ def test_training_cli_override_builds_the_edge_variant():
     experiment = apply_overrides(ExperimentConfig(), ["model.variant=large_minimal", "data.image_size=64"])
     model = classifier_of(build_model(experiment))  # guided by default: the training model wraps the classifier
     assert (model.backbone.family, model.backbone.variant) == ("mobilenetv3", "large_minimal")
-    with pytest.raises(ValueError, match="large_minimal, small_minimal"):
+    with pytest.raises(ValueError, match="'large_minimal', 'small_minimal'"):
         build_model(apply_overrides(ExperimentConfig(), ["model.variant=minimal", "data.image_size=64"]))
 
 

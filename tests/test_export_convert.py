@@ -69,6 +69,7 @@ def run(tmp_path_factory):
             f"data.image_size={SIZE}",
             "data.batch_size=8",
             "model.feature_dim=32",
+            "model.feature_stride=null",  # the backbone's own last map (stride 32): 2 x 2 at 64 px
             "train.epochs=1",
             "train.learning_rate=0.01",
         ]
@@ -386,7 +387,13 @@ def test_an_int8_model_that_lost_its_input_fails(run, model, validation, tmp_pat
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(convert(model, "int8", calibration_images=images))
     metadata = _metadata(validation.keras_preprocessing, "int8")
-    report = verify_variant(path, metadata, validation, latency_runs=1, threads=(1,))
+    try:
+        report = verify_variant(path, metadata, validation, latency_runs=1, threads=(1,))
+    except ValueError as error:
+        # Degenerate calibration can also give activation ranges XNNPACK refuses to prepare (seen on the
+        # guided demo's model): the model is refused before any answer is compared, which is as good.
+        assert "LiteRT cannot load this model" in str(error) and "Export it again" in str(error)
+        return
     assert report["correlation_judged"] and report["correlation"] < verify.INT8_MIN_CORRELATION
     assert not report["passed"] and any("correlate with Keras'" in f for f in report["failures"])
 
