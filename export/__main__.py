@@ -2,6 +2,7 @@
 
     tf-fracture export runs/demo --quantize all                 # -> runs/demo/export/
     tf-fracture export runs/demo --quantize int8 --calibration-images 500 --out app/models
+    tf-fracture export runs/demo --quantize float32 int8 --web site    # + the offline web app in site/
 
 Writes ``model_<q>.tflite`` with its metadata ``model_<q>.json``, ``verification_<q>.json`` and one
 ``report.md``; prints where they are and the report's table. Exits 1 when a variant fails the
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from tf_fracture import cli
-from tf_fracture_export.convert import DEFAULT_CALIBRATION_IMAGES
+from tf_fracture_export.convert import DEFAULT_CALIBRATION_IMAGES, INT8_IO
 from tf_fracture_export.metadata import QUANTIZATIONS
 from tf_fracture_export.verify import (
     DEFAULT_AUROC_TOLERANCE,
@@ -75,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"timed runs per thread count (default {DEFAULT_LATENCY_RUNS})",
     )
     parser.add_argument("--no-verify", action="store_true", help="convert only: no verification or report")
+    parser.add_argument(
+        "--int8-io",
+        choices=INT8_IO,
+        help="int8: the input and output type (default int8; float32 with --web, as LiteRT.js has no int8 tensors)",
+    )
+    parser.add_argument(
+        "--web",
+        metavar="DIR",
+        help=(
+            "also write the offline web app with the exported variants to DIR: a static site (serve it with any "
+            "static server; see the README, The web app); needs `make web` (npm ci) once"
+        ),
+    )
     return parser
 
 
@@ -105,6 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if not 0.0 <= args.auroc_tolerance <= 1.0:
         parser.error(f"--auroc-tolerance must be in [0, 1], got {args.auroc_tolerance}")
+    int8_io = args.int8_io or ("float32" if args.web else "int8")
+    if args.web and int8_io != "float32" and "int8" in variants:
+        parser.error("--web needs --int8-io float32: LiteRT.js, the web app's runtime, has no int8 tensors")
+    if args.web:
+        from tf_fracture_export import web
+
+        try:
+            web.node_modules()  # before the long conversions: the runtimes must be there
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     import tf_fracture.datasets  # noqa: F401  (registers the TFDS builders: an entry point's job)
     from tf_fracture_export.exporter import EXPORT_DIR, export_run
@@ -123,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             auroc_tolerance=args.auroc_tolerance,
             latency_runs=args.latency_runs,
             command=command,
+            int8_io=int8_io,
         )
     except VerificationError as error:
         print(markdown_table(error.reports), file=sys.stderr)
@@ -133,6 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for result in results:
         print(f"{result.quantization}: {result.model_path} (metadata {result.metadata_path.name})")
+    if args.web:
+        try:
+            site = web.build_site([r.model_path for r in results], args.web)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {args.web}: {error}", file=sys.stderr)
+            return 2
+        print(
+            f"web app: {site.folder}/index.html ({', '.join(site.models)}; serve the folder, e.g. "
+            f"python -m http.server -d {shlex.quote(str(site.folder))})"
+        )
     reports = [r.verification for r in results if r.verification is not None]
     if reports:
         print(f"report: {out}/{REPORT_FILE}\n")

@@ -54,6 +54,18 @@ def check_quantization(quantization: str) -> str:
     return quantization
 
 
+INT8_IO = ("int8", "float32")
+
+
+def check_int8_io(quantization: str, int8_io: str) -> str:
+    """``int8_io`` if it is one of `INT8_IO` and fits ``quantization`` (only int8 has a choice)."""
+    if int8_io not in INT8_IO:
+        raise ValueError(f"Unknown int8 input/output type {int8_io!r}; expected one of {', '.join(INT8_IO)}.")
+    if int8_io != "int8" and quantization != "int8":
+        raise ValueError(f"The input/output type is a choice of the int8 variant only, not of {quantization!r}.")
+    return int8_io
+
+
 def check_exportable(model: keras.Model) -> int:
     """The image size of a single-model classifier that can be exported; refuses anything else.
 
@@ -126,7 +138,11 @@ def edge_model(model: keras.Model) -> keras.Model:
 
 
 def convert(
-    model: keras.Model, quantization: str, *, calibration_images: np.ndarray | Iterable[np.ndarray] | None = None
+    model: keras.Model,
+    quantization: str,
+    *,
+    calibration_images: np.ndarray | Iterable[np.ndarray] | None = None,
+    int8_io: str = "int8",
 ) -> bytes:
     """The TFLite flatbuffer of ``model`` (see the module docstring for its input and outputs).
 
@@ -137,6 +153,9 @@ def convert(
             and output; int8 rather than uint8, whose extra quantize ops stay off the delegate).
         calibration_images: int8 only (required there): preprocessed images ``(N, S, S, 1)`` in 0..255,
             e.g. `representative_images` of the run's training split.
+        int8_io: int8 only: ``"int8"`` (default) quantised input and outputs; ``"float32"`` keeps every op
+            int8 but takes and gives float32 (a QUANTIZE op first, DEQUANTIZE last), for runtimes that have
+            no int8 tensors (LiteRT.js, the web app's).
 
     Raises:
         ValueError: unknown quantization, int8 without calibration images (or with the wrong shape),
@@ -145,6 +164,7 @@ def convert(
     import tensorflow as tf
 
     check_quantization(quantization)
+    check_int8_io(quantization, int8_io)
     size = check_exportable(model)
     if quantization == "int8":
         calibration = _calibration_array(calibration_images, size)
@@ -158,8 +178,9 @@ def convert(
     if quantization == "int8":
         converter.representative_dataset = lambda: ([image[None]] for image in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if int8_io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     # Keras' ExportArchive prints "Saved artifact at /tmp/..." to stdout: noise in a command's output.
     with contextlib.redirect_stdout(io.StringIO()):
         flatbuffer = converter.convert()

@@ -23,6 +23,7 @@ from typing import Any
 from tf_fracture_export import litert
 from tf_fracture_export.convert import (
     DEFAULT_CALIBRATION_IMAGES,
+    check_int8_io,
     check_quantization,
     convert,
     read_experiment,
@@ -94,6 +95,7 @@ def export_run(
     latency_runs: int = DEFAULT_LATENCY_RUNS,
     seed: int = 0,
     command: str = "",
+    int8_io: str = "int8",
 ) -> list[ExportedVariant]:
     """Exports, and with ``verify`` checks, each of ``quantizations`` of the run's ``model.keras``.
 
@@ -108,6 +110,7 @@ def export_run(
         latency_runs: timed runs per thread count.
         seed: the calibration sample's seed.
         command: the command line, quoted in report.md.
+        int8_io: the int8 variant's input/output type, ``"int8"`` or ``"float32"`` (`convert.convert`).
 
     Raises:
         FileNotFoundError: no ``config.json`` or ``model.keras`` in ``run_dir``.
@@ -124,6 +127,7 @@ def export_run(
         raise ValueError("Nothing to export: give at least one quantization.")
     for quantization in quantizations:
         check_quantization(quantization)
+    check_int8_io("int8", int8_io)
     quantizations = list(dict.fromkeys(quantizations))
     experiment = read_experiment(run_dir)
     keras_file = model_file(run_dir)
@@ -141,7 +145,14 @@ def export_run(
         if quantization == "int8":
             calibration = representative_images(experiment, calibration_images, seed)
         path = model_path(out_dir, quantization)
-        path.write_bytes(convert(model, quantization, calibration_images=calibration))
+        path.write_bytes(
+            convert(
+                model,
+                quantization,
+                calibration_images=calibration,
+                int8_io=int8_io if calibration is not None else "int8",
+            )
+        )
         metadata = ModelMetadata(
             model_file=path.name,
             quantization=quantization,
@@ -153,6 +164,7 @@ def export_run(
             config=experiment.to_dict(),
             # What the written file gives (read back, not assumed): a model without a CAM head has none.
             cam_size=litert.cam_size(litert.load_interpreter(path)),
+            int8_io=int8_io,
         )
         exported.append((quantization, path, metadata, write_metadata(metadata, path.with_suffix(".json"))))
     if not verify:

@@ -6,7 +6,7 @@ TensorFlow-free (the on-device predictor reads it). ``model_int8.tflite`` has
     {"format": "tf-fracture-tflite", "format_version": 1,
      "model_file": "model_int8.tflite", "quantization": "int8",
      "labels": ["normal", "fracture"], "positive_label": "fracture",
-     "input": {"size": 96, "channels": 1, "range": [0, 255], "layout": "NHWC"},
+     "input": {"size": 96, "channels": 1, "range": [0, 255], "layout": "NHWC", "dtype": "int8"},
      "output": "probability",                                             # output 0, as in every version
      "outputs": [{"index": 0, "name": "probability", "shape": [1, 1], "dtype": "int8", ...},
                  {"index": 1, "name": "cam", "shape": [1, 3, 3, 1], "dtype": "int8",
@@ -24,7 +24,8 @@ classifier has one, its class activation map (output 1, ``"cam"``): one fracture
 the last feature map, whose mean over the cells is the logit (``sigmoid(mean(cam)) == probability``).
 A heatmap is ``sigmoid`` of the map upsampled bilinearly to the input size: a per-position
 probability on the same 0-1 scale as the answer, so a normal image stays cold (`CAM_HEATMAP`).
-int8 models give both outputs as int8: dequantise each with its own tensor's scale and zero point.
+int8 models give both outputs as int8: dequantise each with its own tensor's scale and zero point; an
+int8 model exported with ``int8_io="float32"`` (for LiteRT.js) takes and gives float32 (``input.dtype``).
 Metadata written before the CAM output (no ``"outputs"`` key) describes a probability-only model.
 """
 
@@ -71,6 +72,8 @@ class ModelMetadata:
         verification: the export's check against Keras (AUROC, differences, latency), or empty.
         cam_size: ``(h, w)`` of the class activation map the model gives as its output 1, or None for a
             model that gives the probability only.
+        int8_io: the int8 variant's input and output type: ``"int8"`` (quantised) or ``"float32"`` (every op
+            int8 inside, float32 in and out, as LiteRT.js needs); the other variants are float32 throughout.
     """
 
     model_file: str
@@ -83,6 +86,7 @@ class ModelMetadata:
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     verification: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     cam_size: tuple[int, int] | None = None
+    int8_io: str = "int8"
 
     def __post_init__(self):
         if self.cam_size is not None:
@@ -92,6 +96,8 @@ class ModelMetadata:
             object.__setattr__(self, "cam_size", size)  # a JSON list becomes the tuple it was
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"Unknown quantization {self.quantization!r}; expected one of {', '.join(QUANTIZATIONS)}.")
+        if self.int8_io not in ("int8", "float32"):
+            raise ValueError(f"Unknown `int8_io` {self.int8_io!r}; expected 'int8' or 'float32'.")
         if len(self.labels) != 2:
             raise ValueError(f"Expected two labels (negative, positive), got {list(self.labels)}.")
         if not isinstance(self.preprocessing, PreprocessConfig):
@@ -113,9 +119,14 @@ class ModelMetadata:
         return self.cam_size is not None
 
     @property
+    def io_dtype(self) -> str:
+        """The type of the model's input and outputs: ``"int8"`` or ``"float32"``."""
+        return self.int8_io if self.quantization == "int8" else "float32"
+
+    @property
     def outputs(self) -> list[dict[str, Any]]:
         """The model's outputs in index order, as the JSON's ``"outputs"`` lists them."""
-        dtype = "int8" if self.quantization == "int8" else "float32"
+        dtype = self.io_dtype
         outputs = [
             {
                 "index": 0,
@@ -155,7 +166,13 @@ class ModelMetadata:
             "quantization": self.quantization,
             "labels": list(self.labels),
             "positive_label": self.labels[1],
-            "input": {"size": self.image_size, "channels": 1, "range": [0, 255], "layout": "NHWC"},
+            "input": {
+                "size": self.image_size,
+                "channels": 1,
+                "range": [0, 255],
+                "layout": "NHWC",
+                "dtype": self.io_dtype,
+            },
             "output": PROBABILITY_OUTPUT,
             "outputs": self.outputs,
             "preprocessing": dataclasses.asdict(self.preprocessing),
@@ -187,6 +204,7 @@ class ModelMetadata:
                 config=data.get("config", {}),
                 verification=data.get("verification", {}),
                 cam_size=_cam_size(data.get("outputs")),
+                int8_io=data.get("input", {}).get("dtype", "int8") if data.get("quantization") == "int8" else "int8",
             )
         except KeyError as error:
             raise ValueError(f"{source}: the metadata lacks the key {error.args[0]!r}.") from None

@@ -205,10 +205,10 @@ def _check_fits(metadata: ModelMetadata, interpreter, model_path: Path) -> None:
             f"{_outputs(outputs)}: the JSON beside the model belongs to another export. Export the model again."
         )
     dtype = np.dtype(interpreter.get_input_details()[0]["dtype"])
-    quantized_input = np.issubdtype(dtype, np.integer)
-    if quantized_input != (metadata.quantization == "int8"):
+    if dtype.name != metadata.io_dtype:
         raise ValueError(
-            f"{model_path}: the metadata says {metadata.quantization!r} but the model's input is {dtype.name}: "
+            f"{model_path}: the metadata says {metadata.quantization!r} with a {metadata.io_dtype} input but the "
+            f"model's input is {dtype.name}: "
             "the JSON beside the model belongs to another export. Export the model again."
         )
 
