@@ -242,10 +242,17 @@ def test_the_ported_preprocessing_is_opencvs_to_the_grey_level(driver, server, t
     rng = np.random.default_rng(config.image_size)
     grey = radiograph(rng, 333, 287)
     colour = np.dstack([grey, np.roll(grey, 5, axis=0), 255 - grey])  # BGR, unequal channels: OpenCV's luma
-    files = {"grey.png": grey, "colour.png": colour, "grey.jpg": grey}
+    files = {"grey.png": grey, "colour.png": colour, "grey.jpg": grey, "rotated.jpg": grey}
     for name, pixels in files.items():
         path = tmp_path / name
-        cv2.imwrite(str(path), pixels)
+        if name == "rotated.jpg":  # EXIF orientation 6 (a phone's portrait photo): tf-fracture ignores it
+            from PIL import Image
+
+            exif = Image.Image.getexif(Image.fromarray(pixels))
+            exif[0x0112] = 6
+            Image.fromarray(pixels).save(path, exif=exif.tobytes(), quality=95)
+        else:
+            cv2.imwrite(str(path), pixels)
         encoded = base64.b64encode(path.read_bytes()).decode()
         got = driver.execute_script(
             "return tfFracture.preprocessBytes(arguments[0], arguments[1], arguments[2])",

@@ -20,6 +20,15 @@ const api = {
   results: state.results,
   ready: null,
   loaded: () => state.loaded && describe(state.loaded),
+  // Model time of `runs` calls on one fixed input after 5 warm-up calls (benchmarks/web_benchmark.py).
+  benchmark: async (runs = 50) => {
+    const size = state.loaded.metadata.input.size;
+    const pixels = Uint8Array.from({ length: size * size }, (_, i) => (i * 7919) % 256);
+    for (let i = 0; i < 5; i++) await infer(state.loaded, pixels);
+    const times = [];
+    for (let i = 0; i < runs; i++) times.push((await infer(state.loaded, pixels)).ms);
+    return { times, ...describe(state.loaded) };
+  },
   // A file's bytes (base64) -> the model input (base64) under `preprocessing` (the metadata's by default).
   preprocessBytes: async (base64, name, preprocessing) => {
     const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));

@@ -56,6 +56,30 @@ export function jpegComplete(bytes) {
   return false;
 }
 
+/** The JPEG without its APP1 "Exif" segments (the markers before the first start-of-scan are walked). */
+export function withoutExif(bytes) {
+  const kept = [bytes.subarray(0, 2)];
+  let offset = 2;
+  while (offset + 4 <= bytes.length && bytes[offset] === 0xff) {
+    const marker = bytes[offset + 1];
+    if (marker === 0xda || marker === 0xd9) break; // start of scan: the rest is image data
+    const length = (bytes[offset + 2] << 8) | bytes[offset + 3];
+    const end = offset + 2 + length;
+    const exif = marker === 0xe1 && String.fromCharCode(...bytes.subarray(offset + 4, offset + 8)) === "Exif";
+    if (!exif) kept.push(bytes.subarray(offset, end));
+    offset = end;
+  }
+  if (offset === 2) return bytes;
+  kept.push(bytes.subarray(offset));
+  const out = new Uint8Array(kept.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of kept) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 /** A PNG's chunks, walked to IEND: {complete, bitDepth}. */
 export function pngChunks(bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -92,10 +116,13 @@ export async function decodeGrey(bytes, name) {
   }
   let bitmap;
   try {
+    // Chromium applies a JPEG's EXIF orientation whatever `imageOrientation` says; tf-fracture (OpenCV's
+    // IMREAD_UNCHANGED) ignores it, so the EXIF segments go before decoding.
+    if (kind === "JPEG") bytes = withoutExif(bytes);
     bitmap = await createImageBitmap(new Blob([bytes], { type: kind === "PNG" ? "image/png" : "image/jpeg" }), {
       colorSpaceConversion: "none",
       premultiplyAlpha: "none",
-      imageOrientation: "from-image",
+      imageOrientation: "none",
     });
   } catch (error) {
     throw new ImageError(name, `corrupt ${kind} data: the browser cannot decode it`);
