@@ -1,5 +1,14 @@
 """Repository-wide pytest configuration."""
 
+import os
+
+# TensorFlow's oneDNN kernels pick their code path by the CPU's instruction set (AVX2, AVX-512, VNNI):
+# results then differ in the last bits from one CPU model to the next (TensorFlow says as much when it
+# starts), and on an AVX-512 VNNI machine the suite died in them at about 40 % (a segmentation fault
+# in a Conv2D, an abort while a variable was created). The tests run on TensorFlow's own (Eigen)
+# kernels, the same on every x86 CPU; a user's training keeps oneDNN. Set before TensorFlow is imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 
 def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase (the base of TFDS' DatasetBuilderTestCase) defines `test_session`, a

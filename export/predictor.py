@@ -207,7 +207,7 @@ def _check_fits(metadata: ModelMetadata, interpreter, model_path: Path) -> None:
     dtype = np.dtype(interpreter.get_input_details()[0]["dtype"])
     if dtype.name != metadata.io_dtype:
         raise ValueError(
-            f"{model_path}: the metadata says {metadata.quantization!r} with a {metadata.io_dtype} input but the "
+            f"{model_path}: the metadata says {metadata.quantization!r} with {metadata.io_dtype} input but the "
             f"model's input is {dtype.name}: "
             "the JSON beside the model belongs to another export. Export the model again."
         )

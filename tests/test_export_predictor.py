@@ -161,7 +161,7 @@ def test_metadata_that_does_not_fit_the_model_is_refused(exported, tmp_path):
     with pytest.raises(ValueError, match=r"image_size is 48 but the model's input is 64x64.*[Ee]xport the model again"):
         Predictor(copy)
     write_model_metadata(copy, quantization="int8")
-    with pytest.raises(ValueError, match=r"metadata says 'int8' but the model's input is float32"):
+    with pytest.raises(ValueError, match=r"metadata says 'int8' with int8 input but the model's input is float32"):
         Predictor(copy)
     # The outputs must be the ones the metadata lists: a CAM it does not know of, or one of another size.
     write_model_metadata(copy, cam_size=None)

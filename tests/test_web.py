@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import pytest
 from export_helpers import radiograph, spread_batchnorm
+from selenium.webdriver.support.ui import Select
 
 from tf_fracture.data.io import read_image
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
@@ -37,7 +38,8 @@ from web_browser import PHONE, StaticServer, browser, open_app, requests_sent, w
 SIZE = 96
 # Unsharp masking on (the demo preset turns it off) so that the port of every step is compared.
 PREPROCESSING = PreprocessConfig(SIZE, clahe_clip_limit=2.5, clahe_grid=4, unsharp_kernel=5, unsharp_amount=2.0)
-THRESHOLDS = {"youden": 0.5, "target_sensitivity": 0.3, "fixed": 0.5}
+# Far apart, so that an answer between them is labelled differently under each (the page's choice).
+THRESHOLDS = {"youden": 0.5, "target_sensitivity": 0.01, "fixed": 0.99}
 FRACATLAS = os.environ.get("TF_FRACTURE_FRACATLAS")
 SCREENSHOTS = Path(
     os.environ.get("TF_FRACTURE_SCREENSHOTS", Path(__file__).resolve().parents[1] / "build" / "screenshots")
@@ -321,7 +323,15 @@ def test_a_phone_sized_screenshot_of_a_result(driver, server, images):
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
     try:
         open_app(driver, server.url + "?model=float32")
-        _upload(driver, images[:1], driver.execute_script("return tfFracture.results.length"))
+        (result,) = _upload(driver, images[:1], driver.execute_script("return tfFracture.results.length"))
+        # The label follows the threshold the user picks from the metadata's.
+        assert 0.01 < result["probability"] < 0.99
+        for name, value in THRESHOLDS.items():
+            Select(driver.find_element("id", "threshold")).select_by_value(name)
+            expected = "fracture" if result["probability"] >= value else "normal"
+            assert driver.find_element("id", "label").text == expected
+            assert driver.find_element("css selector", "#history tbody tr td:nth-child(3)").text == expected
+            assert f"{value:.3f}" in driver.find_element("id", "details").text
         width = driver.execute_script("return document.documentElement.scrollWidth")
         assert width <= PHONE["width"]  # nothing wider than the phone: no sideways scrolling
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

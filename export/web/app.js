@@ -13,7 +13,7 @@ const THRESHOLD_NAMES = {
   fixed: "0.5",
 };
 const params = new URLSearchParams(location.search);
-const state = { models: [], loaded: null, results: [], shown: null, picked: false };
+const state = { models: [], loaded: null, results: [], shown: null, picked: false, labels: [] };
 
 // What the tests (and a curious user's console) read: every result, and when the page is ready.
 const api = {
@@ -181,7 +181,9 @@ function addRow(result) {
     return;
   }
   row.insertCell().textContent = `${(100 * result.probability).toFixed(1)} %`;
-  row.insertCell().textContent = labelOf(result.probability).label;
+  const label = row.insertCell();
+  label.textContent = labelOf(result.probability).label;
+  state.labels.push([label, result.probability]);
   row.insertCell().textContent = `${result.ms.toFixed(1)} ms`;
   row.className = "selectable";
   row.addEventListener("click", () => show(result));
@@ -240,6 +242,7 @@ async function main() {
   select.addEventListener("change", () => useModel(Number(select.value)));
   $("accelerator").addEventListener("change", () => useModel(Number(select.value)));
   $("threshold").addEventListener("change", () => {
+    for (const [cell, probability] of state.labels) cell.textContent = labelOf(probability).label;
     if (state.shown) show(state.shown);
   });
   $("show-heat").addEventListener("change", () => state.shown && show(state.shown));
