@@ -244,7 +244,7 @@ def test_the_ported_preprocessing_is_opencvs_to_the_grey_level(driver, server, t
     rng = np.random.default_rng(config.image_size)
     grey = radiograph(rng, 333, 287)
     colour = np.dstack([grey, np.roll(grey, 5, axis=0), 255 - grey])  # BGR, unequal channels: OpenCV's luma
-    files = {"grey.png": grey, "colour.png": colour, "grey.jpg": grey, "rotated.jpg": grey}
+    files = {"grey.png": grey, "colour.png": colour, "grey.jpg": grey, "colour.jpg": colour, "rotated.jpg": grey}
     for name, pixels in files.items():
         path = tmp_path / name
         if name == "rotated.jpg":  # EXIF orientation 6 (a phone's portrait photo): tf-fracture ignores it
