@@ -5,7 +5,7 @@ has it) and preprocesses each image with OpenCV.js exactly as in training. Every
 ``DIR``, so after the first visit it works offline (a service worker caches every file) and installs as
 an app (web manifest)::
 
-    DIR/index.html, app.js, preprocess.js, runtime.js, heatmap.js, style.css, icon.svg
+    DIR/index.html, app.js, preprocess.js, runtime.js, heatmap.js, style.css, icon.svg, icon-*.png
     DIR/manifest.webmanifest, sw.js          # sw.js lists every file of the site and its version
     DIR/models.json                          # the models, in the order the page offers them
     DIR/models/model_<q>.tflite, model_<q>.json
@@ -43,6 +43,9 @@ APP_FILES = (
     "icon.svg",
     "manifest.webmanifest",
 )
+# PNG icons drawn at build time (the SVG one stays for browsers that take it): Android's install prompt
+# wants 192 and 512 px, iOS' home screen 180 px (apple-touch-icon), and neither takes SVG everywhere.
+ICONS = {"icon-192.png": 192, "icon-512.png": 512, "apple-touch-icon.png": 180}
 SERVICE_WORKER = "sw.js"
 MODELS_FILE = "models.json"
 # (npm package path, file inside it, where the site serves it)
@@ -124,6 +127,8 @@ def build_site(
     try:
         for name in APP_FILES:
             shutil.copyfile(APP_DIR / name, staging / name)
+        for name, size in ICONS.items():
+            (staging / name).write_bytes(icon_png(size))
         for package, inside, target in RUNTIME_FILES:
             (staging / target).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(modules / package / inside, staging / target)
@@ -184,6 +189,33 @@ def _models(model_paths: Sequence[str | os.PathLike]):
             )
         models[metadata.quantization] = (path, metadata)
     return [(q, *models[q]) for q in ORDER if q in models]
+
+
+def icon_png(size: int) -> bytes:
+    """The app's icon as a ``size`` x ``size`` PNG: icon.svg's drawing (a bone broken by an orange line)."""
+    import cv2
+    import numpy as np
+
+    scale = 8  # drawn large, then shrunk with area averaging: smooth edges
+    side = size * scale
+    unit = side / 96  # icon.svg's view box is 96 x 96
+    image = np.zeros((side, side, 3), np.uint8)
+    image[:] = (0x18, 0x13, 0x11)  # BGR of #111318
+
+    def points(*xy):
+        return (np.array(xy, np.float64).reshape(-1, 1, 2) * unit).astype(np.int32)
+
+    ivory, orange = (0xDF, 0xE6, 0xE8), (0x3D, 0x6A, 0xFF)
+    cv2.line(image, *[tuple(p) for p in points((30, 66), (66, 30)).reshape(-1, 2)], ivory, int(12 * unit), cv2.LINE_AA)
+    for x, y in ((24, 64), (32, 72), (64, 24), (72, 32)):  # the knobs at both ends
+        cv2.circle(image, tuple(points((x, y)).reshape(2)), int(8 * unit), ivory, -1, cv2.LINE_AA)
+    crack = points((38, 42), (46, 46), (46, 50), (54, 58))
+    cv2.polylines(image, [crack], False, orange, int(4 * unit), cv2.LINE_AA)
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", small)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the app icon as PNG.")
+    return png.tobytes()
 
 
 def _version(folder: Path, files: Sequence[str]) -> str:

@@ -138,6 +138,7 @@ def test_the_site_holds_the_app_the_runtimes_and_the_models_and_its_worker_cache
     assert sorted(site.files) == files
     for name in (
         *web.APP_FILES,
+        *web.ICONS,
         "sw.js",
         "models.json",
         "vendor/opencv.js",
@@ -146,6 +147,11 @@ def test_the_site_holds_the_app_the_runtimes_and_the_models_and_its_worker_cache
         "wasm/litert_wasm_threaded_internal.wasm",
     ):
         assert name in files
+    for name, size in web.ICONS.items():  # PNG icons of their stated size (install prompts, iOS' home screen)
+        assert cv2.imread(str(site.folder / name)).shape == (size, size, 3)
+    manifest = json.loads((site.folder / "manifest.webmanifest").read_text())
+    assert all((site.folder / icon["src"]).is_file() for icon in manifest["icons"])
+    assert {"192x192", "512x512"} <= {icon["sizes"] for icon in manifest["icons"]}
     worker = (site.folder / "sw.js").read_text()
     assert "__FILES__" not in worker and "__VERSION__" not in worker and site.version in worker
     cached = json.loads(worker.split("const FILES = ", 1)[1].split(";\n", 1)[0])
