@@ -8,9 +8,9 @@ import { hasWebGPU, infer, loadModel, loadRuntime } from "./runtime.js";
 
 const $ = (id) => document.getElementById(id);
 const THRESHOLD_NAMES = {
-  youden: "Youden's (balanced)",
-  target_sensitivity: "screening (high sensitivity)",
-  fixed: "0.5",
+  youden: "Youden",
+  target_sensitivity: "screening",
+  fixed: "fixed",
 };
 const params = new URLSearchParams(location.search);
 const state = { models: [], loaded: null, results: [], shown: null, picked: false, labels: [] };
