@@ -347,3 +347,39 @@ def test_a_phone_sized_screenshot_of_a_result(driver, server, images):
         assert path.stat().st_size > 10_000
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+
+def test_the_export_command_builds_the_site_from_what_it_exported(models, tmp_path, monkeypatch, capsys):
+    from tf_fracture_export import exporter
+    from tf_fracture_export.__main__ import main
+
+    asked = {}
+
+    def export_run(run, variants, **options):  # the conversions are tested in test_export_convert.py
+        asked.update(options, variants=variants)
+        return [exporter.ExportedVariant(q, models[q], metadata_path(models[q])) for q in variants]
+
+    monkeypatch.setattr(exporter, "export_run", export_run)
+    out = tmp_path / "site"
+    assert main(["runs/tiny", "--quantize", "float32", "int8", "--web", str(out), "--no-verify"]) == 0
+    assert asked["variants"] == ["float32", "int8"] and asked["int8_io"] == "float32"  # what LiteRT.js can feed
+    assert json.loads((out / "models.json").read_text())["models"][1]["quantization"] == "int8"
+    assert f"web app: {out}/index.html (float32, int8;" in capsys.readouterr().out
+    # Without --web the int8 variant keeps its int8 input and outputs.
+    assert main(["runs/tiny", "--quantize", "int8", "--no-verify"]) == 0 and asked["int8_io"] == "int8"
+
+
+def test_the_export_command_refuses_a_site_it_could_not_build_before_converting(tmp_path, monkeypatch, capsys):
+    from tf_fracture_export import exporter
+    from tf_fracture_export.__main__ import main
+
+    monkeypatch.setattr(exporter, "export_run", lambda *a, **k: pytest.fail("converted before checking the runtimes"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["runs/tiny", "--quantize", "int8", "--int8-io", "int8", "--web", str(tmp_path / "site")])
+    assert exit_.value.code == 2 and "LiteRT.js" in capsys.readouterr().err
+    monkeypatch.setenv(web.NODE_MODULES_ENV, str(tmp_path / "nothing"))
+    assert main(["runs/tiny", "--web", str(tmp_path / "site")]) == 2
+    assert "make web" in capsys.readouterr().err and not (tmp_path / "site").exists()
