@@ -50,4 +50,4 @@ benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/models_benchmark.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache web/node_modules build
