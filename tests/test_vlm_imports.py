@@ -21,7 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TENSORFLOW = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "tensorflow_hub", "tf2onnx", "ai_edge_litert")
 TORCH = ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "open_clip", "timm")
 # The TF-free parts of the CNN side that vlm_torch shares (tests/test_tf_free.py checks each without TensorFlow).
-SHARED = ("tf_fracture.metrics", "tf_fracture.data.io", "tf_fracture.data.preprocess", "tf_fracture.run_folder")
+SHARED = (
+    "tf_fracture.metrics",
+    "tf_fracture.data.io",
+    "tf_fracture.data.preprocess",
+    "tf_fracture.run_folder",
+    "tf_fracture.validation",
+)
 CNN_PACKAGES = ("tf_fracture", "datasets", "export")
 
 

@@ -74,7 +74,7 @@ def test_explicit_modes_and_unknown_ones():
     assert resolve_quantization("float32", "cpu").torch_dtype == torch.float32
     bf16 = resolve_quantization("bf16", "cpu")
     assert bf16.mode == "bf16" and bf16.bnb_config is None and "as asked" in bf16.message
-    with pytest.raises(ValueError, match="quantization must be one of"):
+    with pytest.raises(ValueError, match="Expected `quantization` to be one of"):
         resolve_quantization("8bit", "cpu")
 
 

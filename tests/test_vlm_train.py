@@ -378,7 +378,7 @@ def test_command_line_rejects_bad_values(capsys):
         vlm_train.main(["--model", "gpt", "--model-path", "m", "--data", "d"])
     with pytest.raises(SystemExit):
         vlm_train.main(["--model", "medgemma", "--model-path", "m", "--data", "d", "--epochs", "0"])
-    assert "train.epochs must be a positive number" in capsys.readouterr().err
+    assert "Expected `train.epochs` to be a positive integer" in capsys.readouterr().err
 
 
 def test_tiny_medgemma_interrupted_and_resumed_ends_with_the_same_adapter(data_dir, tmp_path):

@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from tf_fracture.validation import check_choice, check_int, check_number, check_rate
+
 QUANTIZATIONS = ("auto", "4bit", "bf16", "float32")
-
-
-def _positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -31,10 +28,9 @@ class LoraSettings:
     include_projector: bool = False  # also adapt the vision-to-language projector's linear layers
 
     def __post_init__(self):
-        _positive("lora.rank", self.rank)
-        _positive("lora.alpha", self.alpha)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        check_int("lora.rank", self.rank)
+        check_number("lora.alpha", self.alpha, 0.0, low_inclusive=False)
+        check_rate("lora.dropout", self.dropout)
 
 
 @dataclass(frozen=True)
@@ -51,11 +47,12 @@ class TrainSettings:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "grad_accumulation"):
-            _positive(f"train.{name}", getattr(self, name))
+            check_int(f"train.{name}", getattr(self, name))
         for name in ("learning_rate", "max_grad_norm"):
-            _positive(f"train.{name}", getattr(self, name))
-        if self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ValueError("train.weight_decay and train.warmup_steps must not be negative")
+            check_number(f"train.{name}", getattr(self, name), 0.0, low_inclusive=False)
+        check_number("train.weight_decay", self.weight_decay, 0.0)
+        check_int("train.warmup_steps", self.warmup_steps, minimum=0)
+        check_int("train.seed", self.seed, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -68,9 +65,8 @@ class VLMConfig:
     preprocess: bool = False  # CLAHE + unsharp masking (the CNN side's parameters) before the processor
 
     def __post_init__(self):
-        _positive("image_size", self.image_size)
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+        check_int("image_size", self.image_size)
+        check_choice("quantization", self.quantization, QUANTIZATIONS)
 
     def replace(self, **changes: Any) -> VLMConfig:
         """A copy with fields changed; ``lora`` and ``train`` take a dict of their own fields."""
@@ -115,4 +111,5 @@ def get_preset(model: str) -> VLMConfig:
     try:
         return PRESETS[model]
     except KeyError:
-        raise ValueError(f"unknown VLM {model!r}: choose one of {sorted(PRESETS)}") from None
+        valid = ", ".join(repr(name) for name in sorted(PRESETS))
+        raise ValueError(f"Expected `model` to be one of {valid}, but got `model={model!r}`.") from None

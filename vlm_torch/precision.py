@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from tf_fracture.validation import check_choice
+
 MODES = ("auto", "4bit", "bf16", "float32")
 
 
@@ -62,8 +64,7 @@ def resolve_quantization(requested: str, device: str | torch.device) -> Quantiza
     """The precision to load in: ``requested`` is auto | 4bit | bf16 | float32 (auto = 4-bit NF4 where
     bitsandbytes supports ``device``, bf16 otherwise). Raises ``ValueError`` for an unknown mode and
     ``RuntimeError`` for "4bit" where bitsandbytes cannot run."""
-    if requested not in MODES:
-        raise ValueError(f"quantization must be one of {MODES}, got {requested!r}")
+    check_choice("quantization", requested, MODES)
     device = torch.device(device)
     half = _compute_dtype(device)
     half_name = str(half).removeprefix("torch.")

@@ -17,7 +17,8 @@ def get_family(name: str) -> Family:
     try:
         target = FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown VLM {name!r}: choose one of {sorted(FAMILIES)}") from None
+        valid = ", ".join(repr(family) for family in sorted(FAMILIES))
+        raise ValueError(f"Expected a VLM family among {valid}, but got `model={name!r}`.") from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)()
 
