@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tf_fracture_export.metadata import read_metadata
+from tf_fracture_export.metadata import metadata_path, read_metadata, write_metadata
 
 APP_DIR = Path(__file__).resolve().parent / "web"
 # The project's npm folder (package.json, package-lock.json): beside this package in a source checkout.
@@ -136,9 +136,9 @@ def build_site(
         (staging / "models").mkdir()
         for quantization, model_path, metadata in models:
             shutil.copyfile(model_path, staging / "models" / model_path.name)
-            data = json.loads(model_path.with_suffix(".json").read_text())
-            data["source_run"] = Path(metadata.source_run).name  # the run's name, not a path on this machine
-            (staging / "models" / f"{model_path.stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+            # The run's name, not a path on this machine.
+            site_metadata = metadata.replace(source_run=Path(metadata.source_run).name)
+            write_metadata(site_metadata, metadata_path(staging / "models" / model_path.name))
             entries.append(
                 {
                     "quantization": quantization,

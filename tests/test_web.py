@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 from export_helpers import radiograph, spread_batchnorm
 from selenium.webdriver.support.ui import Select
+from web_browser import PHONE, StaticServer, browser, open_app, requests_sent, wait_for
 
 from tf_fracture.data.io import read_image
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
@@ -31,9 +31,6 @@ from tf_fracture_export import web
 from tf_fracture_export.convert import convert
 from tf_fracture_export.metadata import ModelMetadata, metadata_path, read_metadata, write_metadata
 from tf_fracture_export.predictor import Predictor
-
-sys.path.insert(0, str(Path(__file__).parent))
-from web_browser import PHONE, StaticServer, browser, open_app, requests_sent, wait_for
 
 SIZE = 96
 # Unsharp masking on (the demo preset turns it off) so that the port of every step is compared.
