@@ -10,8 +10,9 @@ from test_explain_gradcam import numpy_grad_cam
 from tf_fracture.backbones import FEATURE_MAP
 from tf_fracture.data.preprocess import PreprocessConfig
 from tf_fracture.explain import OWN_CAM, cam_model, class_activation_maps, heatmaps_of, own_cam_model
+from tf_fracture.explain.cam import title
 from tf_fracture.explain.report import Explainer, explain_examples, summary_lines
-from tf_fracture.models import CAM_LAYER, LOGIT_LAYER, build_classifier
+from tf_fracture.models import CAM_LAYER, LOGIT_LAYER, build_classifier, build_fusion
 
 THRESHOLD, GAIN, BIAS = 100.0, 0.1, -1.0
 
@@ -97,10 +98,35 @@ def test_explain_examples_gives_the_cams_exact_hit_rate_beside_grad_cams(tmp_pat
 def test_a_classifier_has_its_cam_and_a_model_without_one_says_why():
     classifier = build_classifier("mobilenetv3", "small", weights=None, input_size=64, feature_dim=32)
     own, reason = own_cam_model(classifier)
-    assert reason is None and [t.shape[1:] for t in own.outputs] == [(2, 2, 1), (1,)]
+    assert reason is None and own.names == (OWN_CAM,)
+    assert [t.shape[1:] for t in own.model.outputs] == [(2, 2, 1), (1,)]
     x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 1)).astype(np.float32)
     cams, logits = own(x)
     np.testing.assert_allclose(np.asarray(cams).mean(axis=(1, 2)), np.asarray(logits), rtol=1e-5, atol=1e-6)
     plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)], name="plain")
     missing, reason = own_cam_model(plain)
     assert missing is None and "no class activation map" in reason
+
+
+def test_a_fusion_of_classifiers_shows_each_members_own_cam_beside_its_grad_cam(tmp_path):
+    keras.utils.set_random_seed(5)
+    members = [
+        build_classifier("convnext", "tiny", weights=None, input_size=64),
+        build_classifier("efficientnetv2", "s", weights=None, input_size=64),
+    ]
+    fusion = build_fusion(members, input_size=64)
+    explainer = Explainer(fusion, cam_model(fusion), PreprocessConfig(64, unsharp_kernel=3), "fusion.keras")
+    names = tuple(m.backbone.name for m in members)
+    assert explainer.own_cam_skipped is None
+    assert explainer.heatmap_names == tuple(f"cam:{n}" for n in names) + names
+    x = np.random.default_rng(2).uniform(0, 255, (3, 64, 64)).astype(np.float32)
+    maps, logits = heatmaps_of(explainer, x)
+    np.testing.assert_allclose(logits, np.asarray(fusion(x[..., None], training=False))[:, 0], rtol=1e-5, atol=1e-5)
+    for member, name in zip(members, names, strict=True):
+        expected, _ = class_activation_maps(own_cam_model(member)[0], x)  # the member classifier's own, alone
+        np.testing.assert_allclose(maps[f"cam:{name}"], expected, atol=1e-4)
+    assert title(f"cam:{names[0]}") == f"CAM {names[0]} (its own)"
+    boxes = [[0.0, 0.0, 0.5, 0.5]]
+    report = explain_examples(explainer, [example(x[0].astype(np.uint8), boxes)], tmp_path, boxes_feature="boxes")
+    assert set(report["box_hit_rate"]) == set(explainer.heatmap_names)
+    assert "fusion member's own" in report["heatmaps"][f"cam:{names[0]}"]

@@ -87,7 +87,31 @@ def test_the_training_model_exposes_the_classifiers_own_cam(classifiers, rng, tm
         MultiTaskClassifier(classifier)
 
 
-def test_fusion_has_no_cam_of_its_own(classifiers):
-    fusion = build_fusion([classifiers["mobilenetv3"], classifiers["efficientnetv2"]])
-    with pytest.raises(ValueError, match="member"):
+def test_fusion_gives_each_members_own_cam_and_keeps_it_through_a_safe_mode_reload(classifiers, rng, tmp_path):
+    # ConvNeXt's head (LayerNorm + projection at every position) and MobileNetV3's plain one.
+    members = [classifiers["convnext"], classifiers["mobilenetv3"]]
+    fusion = build_fusion(members)
+    assert fusion.member_cams and len(fusion.member_cam_heads) == 2
+    x = images(rng, size=64)
+    *cams, logit = (keras.ops.convert_to_numpy(t) for t in cam_model(fusion)(x))
+    np.testing.assert_allclose(logit, keras.ops.convert_to_numpy(fusion(x, training=False)), rtol=1e-5, atol=1e-5)
+    for member, cam in zip(members, cams, strict=True):
+        own, member_logit = (keras.ops.convert_to_numpy(t) for t in cam_model(member)(x, training=False))
+        np.testing.assert_allclose(cam, own, rtol=1e-5, atol=1e-5)  # the member classifier's own map
+        np.testing.assert_allclose(cam.mean(axis=(1, 2)), member_logit, rtol=1e-4, atol=1e-4)
+    assert np.ptp(cams[0]) > 0.1  # ConvNeXt's map varies here (these tiny random MobileNets' maps are flat)
+    # The heads are copies, frozen, not part of the fusion's logit: nothing trains them.
+    assert not any(head.trainable for head in fusion.member_cam_heads)
+    fusion.save(tmp_path / "fusion.keras")
+    again = load_model(tmp_path / "fusion.keras")  # safe_mode=True
+    assert again.member_cams
+    for a, b in zip(cam_model(fusion)(x), cam_model(again)(x), strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-5)
+
+
+def test_fusion_of_bare_backbones_has_no_cam_and_says_what_to_do(classifiers):
+    fusion = build_fusion([classifiers["mobilenetv3"].backbone, classifiers["efficientnetv2"]])
+    assert not fusion.member_cams
+    with pytest.raises(ValueError, match="bare backbones.*Build the fusion from classifiers"):
         cam_model(fusion)
+

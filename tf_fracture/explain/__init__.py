@@ -1,5 +1,5 @@
-"""Explanation: the classifier's own class activation map (CAM: its logit is the map's mean) and
-Grad-CAM heatmaps from each backbone's feature map (one per fusion member), overlays over the
+"""Explanation: the classifier's own class activation map (CAM: its logit is the map's mean; one
+per member for a fusion built from classifiers) and Grad-CAM heatmaps from each backbone's feature map (one per fusion member), overlays over the
 radiograph, and the box hit rate of each (how often a heatmap's peak falls in a fracture box) beside
 chance.
 
@@ -21,8 +21,10 @@ _EXPORTS = {
     "peak": "tf_fracture.explain.boxes",
     "peak_in_boxes": "tf_fracture.explain.boxes",
     "OWN_CAM": "tf_fracture.explain.cam",
+    "OwnCam": "tf_fracture.explain.cam",
     "class_activation_maps": "tf_fracture.explain.cam",
     "own_cam_model": "tf_fracture.explain.cam",
+    "own_class_activation_maps": "tf_fracture.explain.cam",
     "heatmaps_of": "tf_fracture.explain.report",
     "CamModel": "tf_fracture.explain.gradcam",
     "GradCamResult": "tf_fracture.explain.gradcam",

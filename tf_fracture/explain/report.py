@@ -17,14 +17,13 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tf_fracture.data.io import read_each, read_image
 from tf_fracture.data.preprocess import PreprocessConfig, preprocess
 from tf_fracture.explain.boxes import box_hit_rate, boxes_after_resize
-from tf_fracture.explain.cam import OWN_CAM, class_activation_maps, own_cam_model
+from tf_fracture.explain.cam import MEMBER_CAM_PREFIX, OWN_CAM, OwnCam, own_cam_model, own_class_activation_maps
 from tf_fracture.explain.cam import title as title_of
 from tf_fracture.explain.gradcam import CamModel, cam_model, explain_batch
 from tf_fracture.explain.overlay import save_overlay
@@ -35,7 +34,20 @@ HIT_RATE_FILE = "box_hit_rate.json"
 HEATMAP_DEFINITIONS = {
     "grad_cam": "Grad-CAM of the backbone's feature map: ReLU(sum_k mean(d logit / d A_k) A_k)",
     OWN_CAM: "the classifier's own class activation map (its logit is the map's spatial mean)",
+    MEMBER_CAM_PREFIX: (
+        "a fusion member's own class activation map (the member classifier's logit is its spatial mean; "
+        "the fusion's logit comes from an MLP on all members' pooled features)"
+    ),
 }
+
+
+def heatmap_definition(name: str) -> str:
+    """What the heatmap ``name`` is (for the reports)."""
+    if name == OWN_CAM:
+        return HEATMAP_DEFINITIONS[OWN_CAM]
+    if name.startswith(MEMBER_CAM_PREFIX):
+        return HEATMAP_DEFINITIONS[MEMBER_CAM_PREFIX]
+    return HEATMAP_DEFINITIONS["grad_cam"]
 
 
 @dataclass(frozen=True)
@@ -47,15 +59,16 @@ class Explainer:
         cam: the Grad-CAM graph (`tf_fracture.explain.cam_model`).
         preprocessing: what the model's inputs need.
         source: where the model came from (for the reports).
-        own_cam: image -> ``[cam, logit]`` (`tf_fracture.models.cam_model`); found from ``model`` when
-            not given, None for a model without one (a fusion model), ``own_cam_skipped`` saying why.
+        own_cam: the model's own CAMs (`tf_fracture.explain.OwnCam`: one for a classifier, one per member
+            for a fusion built from classifiers); found from ``model`` when not given, None for a model
+            without one (a fusion of bare backbones), ``own_cam_skipped`` saying why.
     """
 
     model: object
     cam: CamModel
     preprocessing: PreprocessConfig
     source: str
-    own_cam: Any = None
+    own_cam: OwnCam | None = None
     own_cam_skipped: str | None = None
 
     def __post_init__(self):
@@ -63,7 +76,7 @@ class Explainer:
             own, skipped = own_cam_model(self.model)
             object.__setattr__(self, "own_cam", own)
             object.__setattr__(self, "own_cam_skipped", skipped)
-        if self.own_cam is not None and OWN_CAM in self.cam.names:
+        if self.own_cam is not None and set(self.own_cam.names) & set(self.cam.names):
             raise ValueError(f"A feature map is named {OWN_CAM!r}, the key of the own CAM: rename the backbone.")
 
     @property
@@ -73,8 +86,8 @@ class Explainer:
 
     @property
     def heatmap_names(self) -> tuple[str, ...]:
-        """Every heatmap's key: the own CAM's (``"cam"``) where the model has one, then Grad-CAM's."""
-        return ((OWN_CAM,) if self.own_cam is not None else ()) + self.cam.names
+        """Every heatmap's key: the own CAMs' (``"cam"``, or ``"cam:<member>"``) where the model has them, then Grad-CAM's."""
+        return (self.own_cam.names if self.own_cam is not None else ()) + self.cam.names
 
 
 def heatmaps_of(explainer: Explainer, inputs: np.ndarray, *, batch_size: int = 8) -> tuple[dict, np.ndarray]:
@@ -82,12 +95,13 @@ def heatmaps_of(explainer: Explainer, inputs: np.ndarray, *, batch_size: int = 8
 
     Returns:
         ``({name: (B, H, W) float32 in [0, 1]}, logits (B,))`` with the names of
-        ``explainer.heatmap_names``: ``"cam"`` for the own CAM, the backbones' for Grad-CAM.
+        ``explainer.heatmap_names``: ``"cam"`` for the own CAM (``"cam:<member>"`` for a fusion's
+        members), the backbones' for Grad-CAM.
     """
     result = explain_batch(explainer.cam, inputs, batch_size=batch_size)
     maps = {}
     if explainer.own_cam is not None:
-        maps[OWN_CAM], _ = class_activation_maps(explainer.own_cam, inputs, batch_size=batch_size)
+        maps, _ = own_class_activation_maps(explainer.own_cam, inputs, batch_size=batch_size)
     maps.update(result.heatmaps)
     return maps, result.logits
 
@@ -225,7 +239,7 @@ def explain_examples(
         "model": explainer.source,
         "positives": len(images),
         "box_hit_rate": {name: _json_safe(rate.to_dict()) for name, rate in rates.items()},
-        "heatmaps": {name: HEATMAP_DEFINITIONS[OWN_CAM if name == OWN_CAM else "grad_cam"] for name in names},
+        "heatmaps": {name: heatmap_definition(name) for name in names},
         "cam_skipped": explainer.own_cam_skipped,
         "images": images,
         "definition": (

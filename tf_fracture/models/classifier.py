@@ -63,7 +63,7 @@ class FractureClassifier(keras.Model):
             )
         check_rate("dropout", dropout)
         preprocessing = as_json_dict(preprocessing)
-        x = _per_position_head(backbone)
+        x = per_position_head(backbone)
         if dropout:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         cam = keras.layers.Dense(1, name=CAM_LAYER, dtype="float32")(x)
@@ -180,7 +180,8 @@ def cam_model(model: keras.Model) -> keras.Model:
 
     ``cam`` is ``(batch, h, w, 1)`` float32 at the feature map's resolution and ``logit`` equals its
     spatial mean. A `FusionModel`, whose head is an MLP on pooled features, has no map of its own:
-    it is refused (its members' runs each have their classifier's CAM).
+    built from classifiers, it gives ``(cam of member 1, ..., cam of member n, logit)``, each member's
+    map its classifier's own (see `FusionModel.member_cam_model`); built from bare backbones, it is refused.
 
     Example:
         >>> cams, logits = cam_model(classifier)(images)
@@ -189,12 +190,8 @@ def cam_model(model: keras.Model) -> keras.Model:
     """
     if isinstance(model, FractureClassifier) or _has_layer(model, CAM_LAYER):
         return keras.Model(model.input, [_layer_output(model, CAM_LAYER), model.output], name=f"{model.name}_cam")
-    members = getattr(model, "members", None)
-    if members:
-        raise ValueError(
-            f"{model.name!r} is a fusion model: its logit comes from an MLP on pooled features, not from a map. "
-            "Explain each member's own run instead (each member classifier has its CAM)."
-        )
+    if callable(getattr(model, "member_cam_model", None)):
+        return model.member_cam_model()
     raise ValueError(
         f"Model {model.name!r} has no class activation map (no layer named {CAM_LAYER!r}); build it with "
         "tf_fracture.models.build_classifier."
@@ -209,7 +206,7 @@ def _has_layer(model: keras.Model, name: str) -> bool:
     return True
 
 
-def _per_position_head(backbone: Backbone) -> keras.KerasTensor:
+def per_position_head(backbone: Backbone) -> keras.KerasTensor:
     """The feature map with the layers that follow the backbone's pooling applied at every position.
 
     Every family pools its ``"feature_map"`` with one ``GlobalAveragePooling2D`` and may apply

@@ -11,7 +11,7 @@ import keras
 
 from tf_fracture.backbones import Backbone
 from tf_fracture.backbones.backbone import set_trainable
-from tf_fracture.models.classifier import LOGIT_LAYER, FractureClassifier
+from tf_fracture.models.classifier import CAM_LAYER, LOGIT_LAYER, FractureClassifier, per_position_head
 from tf_fracture.models.saving import as_json_dict, load_model
 from tf_fracture.validation import check_choice, check_int, check_rate
 
@@ -80,12 +80,19 @@ class FusionModel(keras.Model):
 
     Frozen members (``train_backbones=False``) are not trained and run in inference mode.
 
+    The fusion's logit comes from an MLP on pooled features, so it has no class activation map of its
+    own. A fusion built from classifiers keeps each member classifier's CAM head (its 1x1 conv, frozen):
+    `member_cams` gives one CAM per member, the map whose spatial mean is that member classifier's
+    own logit (see `tf_fracture.models.cam_model`).
+
     Args:
         members: at least two `Backbone`s with different names and the same input channels;
             their layers become this model's (`build_fusion` copies them for you).
         hidden_units, dropout, normalization, activation, train_backbones: see `FusionConfig`.
         input_size: the square input size; None accepts any size.
         preprocessing: stored in the model (see `FractureClassifier`).
+        member_cams: keep a CAM head per member (`build_fusion` sets it, and copies the heads' weights,
+            when every member comes from a classifier).
 
     Reference:
         The method fuses ConvNeXt, EfficientNetV2 and MobileNetV3, 768-d each: 2304 features.
@@ -101,6 +108,7 @@ class FusionModel(keras.Model):
         train_backbones: bool = False,
         input_size: int | None = None,
         preprocessing=None,
+        member_cams: bool = False,
         **kwargs,
     ):
         config = FusionConfig(tuple(hidden_units), dropout, normalization, activation, train_backbones)
@@ -133,6 +141,37 @@ class FusionModel(keras.Model):
         self.fusion_config = config
         self.input_size = input_size
         self.preprocessing = preprocessing
+        # Not in the fusion's graph (its logit does not use them): built on each member's per-position
+        # features, frozen, and saved with the model as its attribute.
+        self.member_cam_heads = [_cam_head(member) for member in members] if member_cams else []
+
+    @property
+    def member_cams(self) -> bool:
+        """Whether the fusion carries one CAM head per member (see `member_cam_model`)."""
+        return bool(self.member_cam_heads)
+
+    def member_cam_model(self) -> keras.Model:
+        """image -> ``[cam of member 1, ..., cam of member n, fusion logit]``, each CAM ``(B, h, w, 1)`` float32.
+
+        Each member's CAM is its classifier's own: its spatial mean is the member's logit (not the
+        fusion's, which an MLP makes from all members' pooled features). Members run in inference mode.
+
+        Raises:
+            ValueError: for a fusion built from bare backbones (no CAM heads).
+        """
+        if not self.member_cams:
+            raise ValueError(
+                f"{self.name!r} is a fusion model built from bare backbones: its members have no CAM head and its "
+                "logit comes from an MLP on pooled features, not from a map. Build the fusion from classifiers "
+                "(build_fusion with classifiers or their run folders) to get one CAM per member."
+            )
+        image = keras.Input(self.input_shape[1:], name="image")
+        cams = []
+        for member, head in zip(self.members, self.member_cam_heads, strict=True):
+            cam = keras.Model(member.input, head(per_position_head(member)), name=f"{member.name}_{CAM_LAYER}")
+            cams.append(InferenceMode(cam, name=f"{member.name}_{CAM_LAYER}_inference")(image))
+        logit = InferenceMode(self, name=f"{self.name}_inference")(image)
+        return keras.Model(image, [*cams, logit], name=f"{self.name}_member_cams")
 
     def get_config(self):
         return {
@@ -142,6 +181,7 @@ class FusionModel(keras.Model):
             **dataclasses.asdict(self.fusion_config),
             "input_size": self.input_size,
             "preprocessing": self.preprocessing,
+            "member_cams": self.member_cams,
         }
 
     @classmethod
@@ -179,10 +219,37 @@ def build_fusion(
     config = FusionConfig() if config is None else config
     if isinstance(members, (str, os.PathLike, keras.Model)) or len(members) < 2:
         raise ValueError("`members` must be a sequence of at least two models or .keras paths.")
-    backbones = [_copy(_as_backbone(member)) for member in members]
-    return FusionModel(
-        backbones, **dataclasses.asdict(config), input_size=input_size, preprocessing=preprocessing, name=name
+    loaded = [load_model(m, compile=False) if isinstance(m, (str, os.PathLike)) else m for m in members]
+    backbones = [_copy(_as_backbone(member)) for member in loaded]
+    heads = [_classifier_cam_head(member) for member in loaded]
+    member_cams = all(head is not None for head in heads)
+    fusion = FusionModel(
+        backbones,
+        **dataclasses.asdict(config),
+        input_size=input_size,
+        preprocessing=preprocessing,
+        name=name,
+        member_cams=member_cams,
     )
+    if member_cams:
+        for own, theirs in zip(fusion.member_cam_heads, heads, strict=True):
+            own.set_weights(theirs.get_weights())
+    return fusion
+
+
+def _cam_head(member: Backbone) -> keras.layers.Dense:
+    """A frozen 1x1 conv on ``member``'s per-position features, laid out as a classifier's ``"cam"`` layer."""
+    head = keras.layers.Dense(1, name=f"{member.name}_{CAM_LAYER}", dtype="float32", trainable=False)
+    head.build(per_position_head(member).shape)
+    return head
+
+
+def _classifier_cam_head(member) -> keras.layers.Dense | None:
+    """A classifier's CAM layer (the multi-task model's: its classifier's), or None for a bare backbone."""
+    member = getattr(member, "classifier", member)
+    if isinstance(member, FractureClassifier):
+        return member.get_layer(CAM_LAYER)
+    return None
 
 
 def _check_members(members) -> list[Backbone]:
@@ -202,8 +269,7 @@ def _check_members(members) -> list[Backbone]:
 
 
 def _as_backbone(member) -> Backbone:
-    if isinstance(member, (str, os.PathLike)):
-        member = load_model(member, compile=False)
+    member = getattr(member, "classifier", member)  # a multi-task model's classifier
     if isinstance(member, FractureClassifier):
         return member.backbone
     if isinstance(member, Backbone):
