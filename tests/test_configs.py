@@ -300,6 +300,15 @@ def test_demo_preset():
     assert c.data.unsharp_amount == 0.0 and c.data.augment is False
 
 
+def test_the_cbam_gate_variant_needs_a_cbam_block():
+    assert ModelConfig(localization_map="cbam_gate").localization_map == "cbam_gate"
+    with pytest.raises(ValueError, match="model.attention=true"):
+        ModelConfig(localization_map="cbam_gate", attention=False)
+    assert ModelConfig(localization_map="cbam_gate", attention=False, localization_loss="none").attention is False
+    with pytest.raises(ValueError, match="localization_map"):
+        ModelConfig(localization_map="gate")
+
+
 def test_demo_with_another_backbone_keeps_its_hyper_parameters():
     c = get_experiment("demo", backbone="convnext")
     demo = get_experiment("demo")

@@ -115,3 +115,41 @@ def test_fusion_of_bare_backbones_has_no_cam_and_says_what_to_do(classifiers):
     with pytest.raises(ValueError, match="bare backbones.*Build the fusion from classifiers"):
         cam_model(fusion)
 
+
+
+def test_the_cbam_gate_map_is_the_gate_the_forward_pass_applied(rng, tmp_path):
+    keras.utils.set_random_seed(8)
+    classifier = build_classifier("mobilenetv3", "small", weights=None, input_size=64, feature_stride=16)
+    randomise_weights(classifier, 4)
+    block = [layer for layer in classifier.layers if type(layer).__name__ == "CBAM"][-1]
+    model = with_cam(classifier, localization_map="cbam_gate")
+    assert {id(w) for w in model.weights} == {id(w) for w in classifier.weights}  # shared, nothing added
+    x = images(rng, size=64)
+    block_input = keras.Model(classifier.input, block.input)
+    bn = block.spatial_gate.bn
+    for training in (False, True):
+        state = [v.numpy() for v in bn.variables]
+        logits = keras.ops.convert_to_numpy(model(x, training=training)[CAM])
+        after_model = [v.numpy() for v in bn.variables]
+        for v, value in zip(bn.variables, state, strict=True):
+            v.assign(value)
+        classifier(x, training=training)  # the classifier alone: BatchNorm's statistics move the same way
+        for a, b in zip(after_model, [v.numpy() for v in bn.variables], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        for v, value in zip(bn.variables, state, strict=True):
+            v.assign(value)
+        inner = block.channel_gate(block_input(x, training=training))
+        gate = keras.ops.convert_to_numpy(block.spatial_gate.attention(inner, training=training))
+        for v, value in zip(bn.variables, state, strict=True):
+            v.assign(value)
+        assert logits.shape == gate.shape == (len(x), 4, 4, 1) and np.ptp(gate) > 1e-2
+        np.testing.assert_allclose(1 / (1 + np.exp(-logits)), gate, rtol=1e-4, atol=1e-5)
+    model.save(tmp_path / "gate.keras")
+    again = load_model(tmp_path / "gate.keras")  # safe_mode=True
+    assert again.localization_map == "cbam_gate"
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(again(x)[CAM]), keras.ops.convert_to_numpy(model(x)[CAM]), rtol=1e-5, atol=1e-5
+    )
+    plain = build_classifier("mobilenetv3", "small", weights=None, input_size=64, attention=False)
+    with pytest.raises(ValueError, match="no CBAM block"):
+        with_cam(plain, localization_map="cbam_gate")

@@ -45,6 +45,16 @@ def test_energy_loss_is_the_share_of_positive_evidence_outside_the_box(rng):
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+def test_energy_loss_on_a_gate_reads_its_sigmoid_as_the_evidence(rng):
+    targets, logits = batch(rng)
+    cells = reference_cells(targets)
+    gate = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    share = (gate * cells).sum(axis=(1, 2, 3)) / (gate.sum(axis=(1, 2, 3)) + 1e-6)
+    loss = float(LocalizationLoss("energy", "sigmoid")(targets, logits))
+    np.testing.assert_allclose(loss, np.mean(1 - share[[0, 2]]), rtol=1e-5)
+    assert abs(loss - float(LocalizationLoss("energy")(targets, logits))) > 1e-3  # not the CAM's reading
+
+
 def test_bce_loss_is_the_mean_cell_cross_entropy(rng):
     targets, cams = batch(rng)
     cells = reference_cells(targets)
@@ -80,8 +90,10 @@ def test_energy_is_zero_when_all_evidence_is_inside_the_box():
 
 
 def test_config_round_trip_and_bad_kind():
-    loss = LocalizationLoss("bce")
+    loss = LocalizationLoss("bce", "sigmoid")
     again = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(again, LocalizationLoss) and again.kind == "bce"
+    assert isinstance(again, LocalizationLoss) and again.kind == "bce" and again.evidence == "sigmoid"
     with pytest.raises(ValueError, match="kind"):
         LocalizationLoss("none")
+    with pytest.raises(ValueError, match="evidence"):
+        LocalizationLoss("energy", "softmax")

@@ -50,6 +50,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 MIXED_PRECISION = (None, "bf16", "fp16")
 DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
 LOCALIZATION_LOSSES = ("none", "energy", "bce")  # tf_fracture.train.losses.LOCALIZATION_LOSSES
+LOCALIZATION_MAPS = ("cam", "cbam_gate")  # tf_fracture.models.multitask.LOCALIZATION_MAPS
 
 
 def _help(text: str, default=dataclasses.MISSING, **kwargs):
@@ -186,6 +187,11 @@ class ModelConfig:
         "energy",
     )
     localization_weight: float = _help("Weight of the localisation loss beside the fracture loss.", 1.0)
+    localization_map: str = _help(
+        "What the localisation loss supervises: 'cam' (the classifier's own class activation map) or "
+        "'cbam_gate' (the spatial gate of the last CBAM block; needs attention). 'cam' won on the demo (README).",
+        "cam",
+    )
 
     def __post_init__(self):
         check_choice("backbone", self.backbone, (*backbone_names(), FUSION))
@@ -213,6 +219,13 @@ class ModelConfig:
         check_number("aux_loss_weight", self.aux_loss_weight, 0.0)
         check_choice("localization_loss", self.localization_loss, LOCALIZATION_LOSSES)
         check_number("localization_weight", self.localization_weight, 0.0)
+        check_choice("localization_map", self.localization_map, LOCALIZATION_MAPS)
+        if self.localization_map == "cbam_gate" and self.localization_loss != "none":
+            if not self.attention or self.backbone == FUSION:
+                raise ValueError(
+                    "`model.localization_map=cbam_gate` supervises a CBAM block's spatial gate, but this model has "
+                    "none (attention off, or a fusion): set `model.attention=true` or `model.localization_map=cam`."
+                )
 
 
 @dataclass(frozen=True)

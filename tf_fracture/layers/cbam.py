@@ -185,3 +185,30 @@ class CBAM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction, "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SpatialGateLogits(keras.layers.Layer):
+    """The logits ``(B, h, w, 1)`` of the spatial gate a CBAM block applied, read from its input and output.
+
+    A `SpatialGate` returns ``y = x * gate`` with one gate per position, so at every position where the
+    channel-gated input ``x`` is not all zero, ``gate = <y, x> / <x, x>`` exactly. Reading the gate this
+    way, instead of running the gate again, gives the one the forward pass applied (BatchNorm's batch
+    statistics in training included) without a second update of BatchNorm's moving statistics.
+    Returns ``log(gate / (1 - gate))``, the gate clipped to ``[1e-6, 1 - 1e-6]``; float32. No weights.
+
+    Example:
+        >>> logits = SpatialGateLogits()([channel_gated, cbam_output])
+    """
+
+    def call(self, inputs):
+        x, y = (ops.cast(t, "float32") for t in inputs)
+        gate = ops.sum(x * y, axis=-1, keepdims=True) / (ops.sum(x * x, axis=-1, keepdims=True) + 1e-12)
+        gate = ops.clip(gate, 1e-6, 1.0 - 1e-6)
+        return ops.log(gate) - ops.log1p(-gate)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[0][:-1], 1)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor((*inputs[0].shape[:-1], 1), dtype="float32")

@@ -35,8 +35,9 @@ from collections.abc import Sequence
 
 import keras
 
+from tf_fracture.layers.cbam import CBAM, SpatialGateLogits
 from tf_fracture.models.classifier import CAM_LAYER, FractureClassifier, pooled_features
-from tf_fracture.validation import check_int, check_number
+from tf_fracture.validation import check_choice, check_int, check_number
 
 __all__ = ["BODY_PART", "CAM", "FRACTURE", "MultiTaskClassifier", "multitask_loss", "with_body_part_head", "with_cam"]
 
@@ -44,6 +45,9 @@ FRACTURE = "fracture"  # the output (and target) names; tf_fracture.data.pipelin
 BODY_PART = "body_part"
 CAM = CAM_LAYER  # the class activation map as an output, for guided training (tf_fracture.train.losses)
 IGNORED_PART = -1  # a target of -1 (an image without a known body part) adds no body-part loss
+# What guided training supervises: the classifier's own CAM, or the spatial gate (as logits) of its last
+# CBAM block, the method's own attention (tf_fracture.train.losses.LocalizationLoss's `evidence`).
+LOCALIZATION_MAPS = ("cam", "cbam_gate")
 
 
 @keras.saving.register_keras_serializable(package="tf_fracture")
@@ -60,6 +64,9 @@ class MultiTaskClassifier(keras.Model):
         num_parts: number of body-part classes, or 0 for no body-part head.
         part_names: their names in label order (kept in the config for reports), or empty.
         cam: add the class activation map as the output ``"cam"``.
+        localization_map: what the output ``"cam"`` is: ``"cam"``, the classifier's own class
+            activation map, or ``"cbam_gate"``, the logits of the spatial gate of the backbone's last
+            CBAM block (the gate that block multiplies its input by: the method's own attention).
 
     Example:
         >>> model = with_body_part_head(build_classifier("mobilenetv3", "small", weights=None), 7)
@@ -75,6 +82,7 @@ class MultiTaskClassifier(keras.Model):
         num_parts: int = 0,
         part_names: Sequence[str] = (),
         cam: bool = False,
+        localization_map: str = "cam",
         **kwargs,
     ):
         if not isinstance(classifier, FractureClassifier):
@@ -91,12 +99,13 @@ class MultiTaskClassifier(keras.Model):
             raise ValueError(f"Expected `cam` to be True or False, but got `cam={cam!r}`.")
         if not num_parts and not cam:
             raise ValueError("A MultiTaskClassifier needs a body-part head (`num_parts` >= 2) or `cam=True`.")
+        check_choice("localization_map", localization_map, LOCALIZATION_MAPS)
         outputs = {FRACTURE: classifier.output}
         if num_parts:
             features = pooled_features(classifier)
             outputs[BODY_PART] = keras.layers.Dense(num_parts, name=f"{BODY_PART}_logits", dtype="float32")(features)
         if cam:
-            outputs[CAM] = classifier.cam
+            outputs[CAM] = classifier.cam if localization_map == "cam" else _last_cbam_gate(classifier)
         name = kwargs.pop("name", None) or f"{classifier.name.removesuffix('_classifier')}_multitask"
         trainable = kwargs.pop("trainable", True)
         super().__init__(inputs=classifier.input, outputs=outputs, name=name, **kwargs)
@@ -105,6 +114,7 @@ class MultiTaskClassifier(keras.Model):
         self.num_parts = num_parts
         self.part_names = part_names
         self.cam = cam
+        self.localization_map = localization_map
 
     @property
     def preprocessing(self):
@@ -118,6 +128,7 @@ class MultiTaskClassifier(keras.Model):
             "num_parts": self.num_parts,
             "part_names": list(self.part_names),
             "cam": self.cam,
+            "localization_map": self.localization_map,
         }
 
     @classmethod
@@ -136,10 +147,31 @@ def with_body_part_head(
 
 
 def with_cam(
-    classifier: FractureClassifier, *, num_parts: int = 0, part_names: Sequence[str] = ()
+    classifier: FractureClassifier,
+    *,
+    num_parts: int = 0,
+    part_names: Sequence[str] = (),
+    localization_map: str = "cam",
 ) -> MultiTaskClassifier:
     """``classifier`` with its class activation map as the output ``"cam"`` (and a body-part head if ``num_parts``)."""
-    return MultiTaskClassifier(classifier, num_parts, part_names, cam=True)
+    return MultiTaskClassifier(classifier, num_parts, part_names, cam=True, localization_map=localization_map)
+
+
+def _last_cbam_gate(classifier: FractureClassifier) -> keras.KerasTensor:
+    """The logits ``(B, h, w, 1)`` of the spatial gate of the classifier's last CBAM block, from its own call.
+
+    Read from the block's input and output in the graph (`SpatialGateLogits`), so the gate is the one
+    the forward pass applied, BatchNorm's batch statistics included, and no layer runs twice.
+    """
+    blocks = [layer for layer in classifier.layers if isinstance(layer, CBAM)]
+    if not blocks:
+        raise ValueError(
+            f"{classifier.name!r} has no CBAM block, so `localization_map='cbam_gate'` has no gate to supervise: "
+            "build it with attention (--set model.attention=true) or use localization_map='cam'."
+        )
+    block = blocks[-1]
+    channel_gated = block.channel_gate(block.input)  # stateless (an MLP): the very tensor the spatial gate saw
+    return SpatialGateLogits(name=f"{block.name}_gate_logits", dtype="float32")([channel_gated, block.output])
 
 
 def multitask_loss(aux_loss_weight: float) -> dict:

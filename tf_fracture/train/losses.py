@@ -11,6 +11,10 @@ image: `tf_fracture.data.targets`), a second loss asks that map to put its evide
 * ``"bce"``: binary cross-entropy of each map cell (as a logit) against whether it touches the box:
   a dense target, which also pushes the cells away from the box negative.
 
+The map is the classifier's CAM (logits per position: its evidence is ``relu(cam)``), or, with
+``evidence="sigmoid"``, the logits of a CBAM spatial gate (`tf_fracture.models.multitask`: its
+evidence is the gate itself, ``sigmoid(logits)``, in (0, 1)); ``"bce"`` takes either as logits.
+
 The target ``(B, S, S, 1)`` comes at the image's size and is reduced to the map's ``(h, w)``: a cell
 is in the box when any of its pixels is. Images without a target (`NO_TARGET`, -1 everywhere:
 negatives, and datasets without boxes) add nothing, and the loss is the mean over the images of
@@ -25,6 +29,7 @@ from keras import ops
 from tf_fracture.validation import check_choice
 
 LOCALIZATION_LOSSES = ("none", "energy", "bce")
+EVIDENCE = ("relu", "sigmoid")
 _EPSILON = 1e-6
 
 
@@ -34,6 +39,8 @@ class LocalizationLoss(keras.losses.Loss):
 
     Args:
         kind: ``"energy"`` or ``"bce"`` (see the module's docstring).
+        evidence: how the energy loss reads the map's positive evidence: ``"relu"`` (a CAM) or
+            ``"sigmoid"`` (a gate's logits).
         name: the loss's name.
 
     Example:
@@ -41,10 +48,12 @@ class LocalizationLoss(keras.losses.Loss):
         >>> loss(targets, cams)  # targets (B, S, S, 1) in [0, 1] or -1; cams (B, h, w, 1)
     """
 
-    def __init__(self, kind: str = "energy", name: str | None = None, **kwargs):
+    def __init__(self, kind: str = "energy", evidence: str = "relu", name: str | None = None, **kwargs):
         check_choice("kind", kind, LOCALIZATION_LOSSES[1:])
+        check_choice("evidence", evidence, EVIDENCE)
         super().__init__(name=name or f"{kind}_localization_loss", **kwargs)
         self.kind = kind
+        self.evidence = evidence
 
     def call(self, y_true, y_pred):
         cam = ops.cast(y_pred, "float32")
@@ -52,7 +61,7 @@ class LocalizationLoss(keras.losses.Loss):
         has = ops.cast(ops.max(targets, axis=(1, 2, 3)) >= 0.0, "float32")  # (B,)
         inside = cell_targets(ops.maximum(targets, 0.0), ops.shape(cam)[1:3])  # (B, h, w, 1) of 0/1
         if self.kind == "energy":
-            evidence = ops.relu(cam)
+            evidence = ops.relu(cam) if self.evidence == "relu" else ops.sigmoid(cam)
             share = ops.sum(evidence * inside, axis=(1, 2, 3)) / (ops.sum(evidence, axis=(1, 2, 3)) + _EPSILON)
             per_image = 1.0 - share
         else:
@@ -66,7 +75,7 @@ class LocalizationLoss(keras.losses.Loss):
         return per_image * has * batch / ops.maximum(ops.sum(has), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
+        return {**super().get_config(), "kind": self.kind, "evidence": self.evidence}
 
 
 def cell_targets(targets, size) -> keras.KerasTensor:

@@ -75,7 +75,9 @@ def build_model(experiment) -> keras.Model:
     set_batchnorm_momentum(model, TRAINING_BATCHNORM_MOMENTUM)
     if config.aux_body_part or experiment.guided:
         parts = get_dataset_spec(data.dataset).body_part_names if config.aux_body_part else ()
-        model = MultiTaskClassifier(model, len(parts), part_names=parts, cam=experiment.guided)
+        model = MultiTaskClassifier(
+            model, len(parts), part_names=parts, cam=experiment.guided, localization_map=config.localization_map
+        )
     return model
 
 
