@@ -302,7 +302,7 @@ def test_demo_preset():
 
 def test_the_cbam_gate_variant_needs_a_cbam_block():
     assert ModelConfig(localization_map="cbam_gate").localization_map == "cbam_gate"
-    with pytest.raises(ValueError, match="model.attention=true"):
+    with pytest.raises(ValueError, match=r"model\.attention=true"):
         ModelConfig(localization_map="cbam_gate", attention=False)
     assert ModelConfig(localization_map="cbam_gate", attention=False, localization_loss="none").attention is False
     with pytest.raises(ValueError, match="localization_map"):

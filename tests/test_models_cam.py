@@ -112,9 +112,8 @@ def test_fusion_gives_each_members_own_cam_and_keeps_it_through_a_safe_mode_relo
 def test_fusion_of_bare_backbones_has_no_cam_and_says_what_to_do(classifiers):
     fusion = build_fusion([classifiers["mobilenetv3"].backbone, classifiers["efficientnetv2"]])
     assert not fusion.member_cams
-    with pytest.raises(ValueError, match="bare backbones.*Build the fusion from classifiers"):
+    with pytest.raises(ValueError, match=r"bare backbones.*Build the fusion from classifiers"):
         cam_model(fusion)
-
 
 
 def test_the_cbam_gate_map_is_the_gate_the_forward_pass_applied(rng, tmp_path):

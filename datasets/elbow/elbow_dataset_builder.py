@@ -22,11 +22,11 @@ import logging
 import posixpath
 import re
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
+from tf_fracture.data.builders import radiograph_info
 from tf_fracture.data.io import list_skipped, read_each, read_image
 from tf_fracture.data.splits import grouped_stratified_split
 from tf_fracture_datasets.elbow.labels import (
@@ -139,19 +139,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-                    "view": tfds.features.ClassLabel(names=list(VIEW_NAMES)),
-                    "patient_id": tfds.features.Text(),  # "" where unknown
-                    "filename": tfds.features.Text(),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            metadata=tfds.core.MetadataDict(),
-        )
+        return radiograph_info(self, CLASS_NAMES, {"view": tfds.features.ClassLabel(names=list(VIEW_NAMES))})
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config = self.builder_config

@@ -24,6 +24,7 @@ from etils import epath
 
 from tf_fracture.audit.duplicates import find_duplicates
 from tf_fracture.audit.records import AuditRecord
+from tf_fracture.data.builders import radiograph_info
 from tf_fracture.data.io import decode_image, read_each
 from tf_fracture.data.splits import grouped_stratified_split
 
@@ -63,26 +64,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=["non_fractured", "fractured"]),
-                    "patient_id": tfds.features.Text(),
-                    "filename": tfds.features.Text(),
-                    "regions": tfds.features.Sequence(tfds.features.ClassLabel(names=list(_REGIONS))),
-                    "views": tfds.features.Sequence(tfds.features.ClassLabel(names=list(_VIEWS))),
-                    "mixed": np.bool_,
-                    "hardware": np.bool_,
-                    "multiscan": np.bool_,
-                    "fracture_count": np.int32,
-                    "fracture_boxes": tfds.features.Sequence(tfds.features.BBoxFeature()),
-                }
-            ),
-            supervised_keys=("image", "label"),
+        extra = {
+            "regions": tfds.features.Sequence(tfds.features.ClassLabel(names=list(_REGIONS))),
+            "views": tfds.features.Sequence(tfds.features.ClassLabel(names=list(_VIEWS))),
+            "mixed": np.bool_,
+            "hardware": np.bool_,
+            "multiscan": np.bool_,
+            "fracture_count": np.int32,
+            "fracture_boxes": tfds.features.Sequence(tfds.features.BBoxFeature()),
+        }
+        return radiograph_info(
+            self,
+            ["non_fractured", "fractured"],
+            extra,
             homepage="https://doi.org/10.6084/m9.figshare.22363012",
             license="CC BY 4.0",
-            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

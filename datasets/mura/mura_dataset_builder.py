@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
+from tf_fracture.data.builders import radiograph_info
 from tf_fracture.data.io import ImageReadError, decode_image, list_skipped, read_each, read_image
 from tf_fracture.data.splits import grouped_stratified_split
 from tf_fracture.validation import check_rate
@@ -88,20 +89,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=["negative", "positive"]),
-                    "body_part": tfds.features.ClassLabel(names=list(BODY_PARTS)),
-                    "patient_id": tfds.features.Text(),
-                    "study_id": tfds.features.Text(),
-                    "filename": tfds.features.Text(),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            homepage="https://stanfordmlgroup.github.io/competitions/mura/",
-            metadata=tfds.core.MetadataDict(),
+        extra = {"body_part": tfds.features.ClassLabel(names=list(BODY_PARTS)), "study_id": tfds.features.Text()}
+        return radiograph_info(
+            self, ["negative", "positive"], extra, homepage="https://stanfordmlgroup.github.io/competitions/mura/"
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from tf_fracture.data.builders import grey_png, radiograph_info
 from tf_fracture.data.synthetic import FRACTURE_KINDS, LABEL_NAMES, generate_radiograph
 from tf_fracture.validation import check_int
 
@@ -75,23 +76,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
-                    "label": tfds.features.ClassLabel(names=list(LABEL_NAMES)),
-                    "patient_id": tfds.features.Text(),
-                    "filename": tfds.features.Text(),
-                    "fracture_kind": tfds.features.ClassLabel(names=list(FRACTURE_KINDS)),
-                    "num_bones": np.int32,
-                    # None or one box around the fracture, as FracAtlas' fracture boxes.
-                    "fracture_boxes": tfds.features.Sequence(tfds.features.BBoxFeature()),
-                    # The pixels the fracture changed (255), a finer localisation target than its box.
-                    "fracture_mask": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
+        extra = {
+            "fracture_kind": tfds.features.ClassLabel(names=list(FRACTURE_KINDS)),
+            "num_bones": np.int32,
+            # None or one box around the fracture, as FracAtlas' fracture boxes.
+            "fracture_boxes": tfds.features.Sequence(tfds.features.BBoxFeature()),
+            # The pixels the fracture changed (255), a finer localisation target than its box.
+            "fracture_mask": grey_png(),
+        }
+        return radiograph_info(self, LABEL_NAMES, extra)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # nothing to download

@@ -1,7 +1,7 @@
 """Explanation: the classifier's own class activation map (CAM: its logit is the map's mean; one
-per member for a fusion built from classifiers) and Grad-CAM heatmaps from each backbone's feature map (one per fusion member), overlays over the
-radiograph, and the box hit rate of each (how often a heatmap's peak falls in a fracture box) beside
-chance.
+per member for a fusion built from classifiers) and Grad-CAM heatmaps from each backbone's feature
+map (one per fusion member), overlays over the radiograph, and the box hit rate of each (how often a
+heatmap's peak falls in a fracture box) beside chance.
 
     tf-fracture explain RUN IMAGE... [--out DIR]
     tf-fracture explain RUN --dataset fracatlas --split test [--limit N]

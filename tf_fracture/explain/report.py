@@ -86,7 +86,7 @@ class Explainer:
 
     @property
     def heatmap_names(self) -> tuple[str, ...]:
-        """Every heatmap's key: the own CAMs' (``"cam"``, or ``"cam:<member>"``) where the model has them, then Grad-CAM's."""
+        """Every heatmap's key: the own CAMs' (``"cam"``, ``"cam:<member>"``) if the model has them, then Grad-CAM's."""
         return (self.own_cam.names if self.own_cam is not None else ()) + self.cam.names
 
 
