@@ -300,6 +300,27 @@ def test_demo_preset():
     assert c.data.unsharp_amount == 0.0 and c.data.augment is False
 
 
+def test_the_model_config_holds_the_backbones_own_fields():
+    from tf_fracture.configs.backbones import BackboneConfig
+    from tf_fracture.configs.experiment import BACKBONE_FIELDS
+
+    ours = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    theirs = {f.name: f for f in dataclasses.fields(BackboneConfig)}
+    for name in BACKBONE_FIELDS:
+        if name != "weights":  # the one default of its own: no download is assumed
+            assert (ours[name].default, ours[name].metadata["help"]) == (
+                theirs[name].default,
+                theirs[name].metadata["help"],
+            )
+    assert ours["weights"].default is None and theirs["weights"].default == "imagenet"
+    config = ModelConfig(variant="small", feature_stride=16, stem="rgb")
+    assert config.backbone_config(224) == BackboneConfig(
+        "mobilenetv3", "small", weights=None, stem="rgb", feature_stride=16, input_size=224
+    )
+    with pytest.raises(ValueError, match="feature_stride"):  # BackboneConfig's own check
+        ModelConfig(feature_stride=8)
+
+
 def test_the_cbam_gate_variant_needs_a_cbam_block():
     assert ModelConfig(localization_map="cbam_gate").localization_map == "cbam_gate"
     with pytest.raises(ValueError, match=r"model\.attention=true"):

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tf_fracture.configs.backbones import backbone_card, backbone_names
+from tf_fracture.configs.backbones import BackboneConfig, backbone_card, backbone_names
 from tf_fracture.configs.datasets import DATASETS, get_dataset_spec
 from tf_fracture.validation import check_choice, check_int, check_number, check_rate
 
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 FUSION = "fusion"  # the ensemble of fine-tuned members (tf_fracture.models.build_fusion)
-STEMS = ("grey", "rgb")
-WEIGHTS = (None, "imagenet")
 RESIZE_MODES = ("stretch", "pad")
 STAGES = ("pretrain", "finetune", "ensemble", "train")
 OPTIMIZERS = ("torch_sgd", "sgd", "adamw")
@@ -55,6 +53,16 @@ LOCALIZATION_MAPS = ("cam", "cbam_gate")  # tf_fracture.models.multitask.LOCALIZ
 
 def _help(text: str, default=dataclasses.MISSING, **kwargs):
     return field(default=default, metadata={"help": text}, **kwargs)
+
+
+def _backbone_field(name: str, **changes):
+    """A `ModelConfig` field that is `BackboneConfig`'s own: its default and help unless ``changes`` says otherwise."""
+    source = next(f for f in dataclasses.fields(BackboneConfig) if f.name == name)
+    return _help(changes.get("help", source.metadata["help"]), changes.get("default", source.default))
+
+
+# The fields of BackboneConfig a run chooses (the input size is the data's; CBAM's sizes are the method's).
+BACKBONE_FIELDS = ("variant", "attention", "stem", "feature_dim", "feature_stride", "weights")
 
 
 def _check_str(name: str, value, allow_none: bool = False, allow_empty: bool = False):
@@ -162,18 +170,23 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: a backbone family + classifier head, or the fusion of fine-tuned members."""
+    """The network: a backbone family + classifier head, or the fusion of fine-tuned members.
+
+    The backbone's fields (``variant``, ``attention``, ``stem``, ``feature_dim``, ``feature_stride``,
+    ``weights``) are `BackboneConfig`'s own, defaults, help and checks included (`backbone_config`
+    gives it); only ``weights`` starts elsewhere: None, random initialisation, as no download is
+    assumed (the paper presets ask for ImageNet's).
+    """
 
     backbone: str = _help("A backbone family (tf_fracture.backbones.available_backbones()) or 'fusion'.", "mobilenetv3")
-    variant: str | None = _help("The family's variant ('small', 'tiny', 'm'); None = the family's default.", None)
-    attention: bool = _help("CBAM attention at the method's points.", True)
-    stem: str = _help("'grey' (1-channel input) or 'rgb'.", "grey")
-    feature_dim: int | None = _help("Width of the pooled features; None = the network's own.", 768)
-    feature_stride: int | None = _help(
-        "Stride of the feature map and CAM: None = the network's own (32); 16 (MobileNetV3) a map twice as fine.",
-        None,
+    variant: str | None = _backbone_field("variant")
+    attention: bool = _backbone_field("attention")
+    stem: str = _backbone_field("stem")
+    feature_dim: int | None = _backbone_field("feature_dim")
+    feature_stride: int | None = _backbone_field("feature_stride")
+    weights: str | None = _backbone_field(
+        "weights", default=None, help="'imagenet' (needs the Keras weights file) or None (random initialisation)."
     )
-    weights: str | None = _help("'imagenet' (needs the Keras weights file) or None (random initialisation).", None)
     dropout: float = _help("Dropout rate before the logit.", 0.0)
     init_from: str | None = _help("A run folder (or .keras file) whose weights start this run.", None)
     members: tuple[str, ...] = _help("Fusion only: run folders of the fine-tuned members (comma-separated).", ())
@@ -193,16 +206,23 @@ class ModelConfig:
         "cam",
     )
 
+    def backbone_config(self, input_size: int | None = None) -> BackboneConfig:
+        """The `BackboneConfig` of this model's backbone at ``input_size`` (a fusion's members have their own).
+
+        Example:
+            >>> ModelConfig(variant="small").backbone_config(256).feature_dim
+            768
+        """
+        options = {name: getattr(self, name) for name in BACKBONE_FIELDS}
+        return BackboneConfig(name=self.backbone, input_size=input_size, **options)
+
     def __post_init__(self):
         check_choice("backbone", self.backbone, (*backbone_names(), FUSION))
         if self.backbone != FUSION and self.variant is not None:
             check_choice("variant", self.variant, backbone_card(self.backbone).variants)
         _check_str("variant", self.variant, allow_none=True)
         _check_bool("attention", self.attention)
-        check_choice("stem", self.stem, STEMS)
-        check_int("feature_dim", self.feature_dim, allow_none=True)
-        check_choice("feature_stride", self.feature_stride, (None, 16, 32))
-        check_choice("weights", self.weights, WEIGHTS)
+        self.backbone_config()  # BackboneConfig's own checks of stem, feature_dim, feature_stride, weights
         check_rate("dropout", self.dropout)
         _check_str("init_from", self.init_from, allow_none=True)
         if not isinstance(self.members, tuple) or not all(isinstance(m, str) and m for m in self.members):

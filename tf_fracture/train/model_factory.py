@@ -58,18 +58,8 @@ def build_model(experiment) -> keras.Model:
         members = [os.fspath(model_file(member)) for member in config.members]
         model = build_fusion(members, fusion, input_size=data.image_size, preprocessing=preprocessing)
     else:
-        model = build_classifier(
-            config.backbone,
-            config.variant,
-            dropout=config.dropout,
-            preprocessing=preprocessing,
-            weights=config.weights,
-            attention=config.attention,
-            stem=config.stem,
-            feature_dim=config.feature_dim,
-            feature_stride=config.feature_stride,
-            input_size=data.image_size,
-        )
+        backbone = config.backbone_config(data.image_size)
+        model = build_classifier(backbone, dropout=config.dropout, preprocessing=preprocessing)
     if config.init_from:
         copy_weights(load_model(model_file(config.init_from), compile=False), model)
     set_batchnorm_momentum(model, TRAINING_BATCHNORM_MOMENTUM)
