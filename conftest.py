@@ -8,6 +8,9 @@ import os
 # in a Conv2D, an abort while a variable was created). The tests run on TensorFlow's own (Eigen)
 # kernels, the same on every x86 CPU; a user's training keeps oneDNN. Set before TensorFlow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Nothing is downloaded in a test. On a CPU with AVX512-BF16, importing bitsandbytes asks the Hugging Face
+# Hub for a CPU kernel (and falls back to its own when that fails): offline, it fails at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,7 +15,7 @@ from vlm_tiny import make_tiny_medgemma  # noqa: E402
 from vlm_torch.config import LoraSettings  # noqa: E402
 from vlm_torch.families import get_family  # noqa: E402
 from vlm_torch.lora import add_lora  # noqa: E402
-from vlm_torch.precision import load_kwargs, resolve_quantization  # noqa: E402
+from vlm_torch.precision import fit_cpu_4bit_kernels, load_kwargs, resolve_quantization  # noqa: E402
 from vlm_torch.prompts import target_answer  # noqa: E402
 
 
@@ -125,3 +125,37 @@ def test_bf16_loading_when_4bit_is_unsupported(tiny_path, monkeypatch, capsys):
     assert "NOT in 4 bits" in capsys.readouterr().out
     assert model.vlm_quantization.mode == "bf16" and not getattr(model, "is_loaded_in_4bit", False)
     assert model.model.language_model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+
+
+@needs_bnb_cpu
+def test_4bit_layers_too_narrow_for_the_avx512_bf16_kernel_run_on_the_generic_path(tiny_path):
+    # On a CPU with AVX512-BF16 bitsandbytes repacks each 4-bit layer for its kernel on the first inference
+    # call; that needs an output width that is a multiple of 32 and an input width that is a multiple of
+    # the block (64). Simulated here on any CPU: the flag bitsandbytes sets from the CPU, set by hand.
+    import bitsandbytes
+
+    family = get_family("medgemma")
+    model, processor = family.load(str(tiny_path), quantization="4bit", device="cpu")
+    layers = [m for m in model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)]
+    fits = {id(m): m.out_features % 32 == 0 and m.in_features % m.weight.quant_state.blocksize == 0 for m in layers}
+    assert not all(fits.values()) and any(fits.values())  # the tiny model has both kinds
+    for layer in layers:  # only the narrow ones: the kernel itself needs the instructions
+        layer.support_avx512bf16_for_cpu = not fits[id(layer)]
+    rng = np.random.default_rng(3)
+    batch = family.prompt_batch(processor, [rng.integers(0, 256, (32, 32), dtype=np.uint8)])
+    model.eval()
+    with pytest.raises(RuntimeError, match="is invalid for input of size"), torch.no_grad():
+        model(**batch)  # what failed on such CPUs
+    model, processor = family.load(str(tiny_path), quantization="4bit", device="cpu")
+    layers = [m for m in model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = True
+    assert fit_cpu_4bit_kernels(model) == sum(not f for f in fits.values())
+    assert [m.support_avx512bf16_for_cpu for m in layers] == [
+        m.out_features % 32 == 0 and m.in_features % m.weight.quant_state.blocksize == 0 for m in layers
+    ]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False  # the kernel needs AVX512-BF16; the narrow ones stay generic
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()

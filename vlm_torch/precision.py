@@ -109,3 +109,42 @@ def load_kwargs(quantization: Quantization) -> dict[str, Any]:
     if quantization.bnb_config is not None:
         kwargs["quantization_config"] = quantization.bnb_config
     return kwargs
+
+
+# bitsandbytes' fast CPU path (AVX512-BF16 CPUs, e.g. AMD Zen 4 and Intel Sapphire Rapids) repacks a 4-bit
+# layer's weight for its kernel the first time the layer runs in inference: it needs the output width a
+# multiple of 32 and the input width a multiple of the quantisation block (64). A narrower layer fails
+# there ("shape '[32, 0]' is invalid", an assertion), on those CPUs only; every other CPU dequantises.
+_CPU_PACKED_BLOCK_N = 32
+
+
+def fit_cpu_4bit_kernels(model: Any) -> int:
+    """Keeps the 4-bit layers that bitsandbytes' AVX512-BF16 CPU kernel cannot take on its generic path.
+
+    Real checkpoints (widths of hundreds or thousands) keep the fast kernel; layers whose output width is
+    not a multiple of 32 or whose input width is not a multiple of their quantisation block (small test
+    models, odd projections) dequantise and multiply instead, the path every other CPU takes. A no-op
+    where the CPU has no AVX512-BF16 or the model is not in 4 bits.
+
+    Returns:
+        How many layers were moved to the generic path.
+
+    Example:
+        >>> model = AutoModelForImageTextToText.from_pretrained(path, **load_kwargs(q))
+        >>> fit_cpu_4bit_kernels(model)
+        0
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    moved = 0
+    for module in model.modules():
+        if not isinstance(module, Linear4bit) or not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        state = module.weight.quant_state
+        blocksize = state.blocksize if state is not None else 64
+        if module.out_features % _CPU_PACKED_BLOCK_N or module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
+            moved += 1
+    return moved

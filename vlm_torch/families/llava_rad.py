@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vlm_torch.lora import language_model_linear_names
-from vlm_torch.precision import load_kwargs, resolve_quantization
+from vlm_torch.precision import fit_cpu_4bit_kernels, load_kwargs, resolve_quantization
 from vlm_torch.prompts import QUESTION
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class LlavaRadFamily:
             bnb.llm_int8_skip_modules = list(NOT_QUANTISED)
             kwargs["quantization_config"] = bnb
         model = LlavaRadForCausalLM.from_pretrained(model_path, **kwargs)
+        fit_cpu_4bit_kernels(model)
         model.vlm_quantization = resolved  # what was used, for the run folder's config.json
         if image_size is not None and image_size != processor.image_size:
             logger.warning(

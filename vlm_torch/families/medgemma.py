@@ -25,7 +25,7 @@ from PIL import Image
 
 from vlm_torch.families.base import IGNORE_INDEX
 from vlm_torch.lora import language_model_linear_names
-from vlm_torch.precision import load_kwargs, resolve_quantization
+from vlm_torch.precision import fit_cpu_4bit_kernels, load_kwargs, resolve_quantization
 from vlm_torch.prompts import QUESTION
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class MedGemmaFamily:
         print(resolved.message, flush=True)
         processor = AutoProcessor.from_pretrained(model_path)
         model = AutoModelForImageTextToText.from_pretrained(model_path, **load_kwargs(resolved))
+        fit_cpu_4bit_kernels(model)
         model.vlm_quantization = resolved  # what was used, for the run folder's config.json
         native = model.config.vision_config.image_size
         if image_size is not None and image_size != native:
