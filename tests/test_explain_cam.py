@@ -125,7 +125,7 @@ def test_a_fusion_of_classifiers_shows_each_members_own_cam_beside_its_grad_cam(
     for member, name in zip(members, names, strict=True):
         expected, _ = class_activation_maps(own_cam_model(member)[0], x)  # the member classifier's own, alone
         np.testing.assert_allclose(maps[f"cam:{name}"], expected, atol=1e-4)
-    assert title(f"cam:{names[0]}") == f"CAM {names[0]} (its own)"
+    assert title(f"cam:{names[0]}") == f"CAM {names[0]}"
     boxes = [[0.0, 0.0, 0.5, 0.5]]
     report = explain_examples(explainer, [example(x[0].astype(np.uint8), boxes)], tmp_path, boxes_feature="boxes")
     assert set(report["box_hit_rate"]) == set(explainer.heatmap_names)

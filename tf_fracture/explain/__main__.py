@@ -60,7 +60,9 @@ def _explain(parser, args) -> int:
 
     explainer = report.load_for_explanation(args.run)
     out = Path(args.out) if args.out else report.default_out_dir(args.run)
-    own = "the model's own CAM and " if explainer.own_cam is not None else ""
+    own = ""
+    if explainer.own_cam is not None:
+        own = "the model's own CAM and " if len(explainer.own_cam.names) == 1 else "each member's own CAM and "
     print(f"explaining {explainer.source}: {own}Grad-CAM of {', '.join(explainer.names)}")
     if args.images:
         from tf_fracture.data.io import list_skipped

@@ -110,7 +110,7 @@ def _maps(model, images, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]
 
 
 def title(name: str) -> str:
-    """A heatmap's title: ``"CAM (the model's own)"``, ``"CAM <member> (its own)"`` or ``"Grad-CAM <backbone>"``."""
+    """A heatmap's title: ``"CAM (the model's own)"``, ``"CAM <member>"`` or ``"Grad-CAM <backbone>"``."""
     if name.startswith(MEMBER_CAM_PREFIX):
-        return f"CAM {name.removeprefix(MEMBER_CAM_PREFIX)} (its own)"
+        return f"CAM {name.removeprefix(MEMBER_CAM_PREFIX)}"
     return TITLES.get(name, f"Grad-CAM {name}")
