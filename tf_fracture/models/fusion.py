@@ -240,7 +240,7 @@ def build_fusion(
 def _cam_head(member: Backbone) -> keras.layers.Dense:
     """A frozen 1x1 conv on ``member``'s per-position features, laid out as a classifier's ``"cam"`` layer."""
     head = keras.layers.Dense(1, name=f"{member.name}_{CAM_LAYER}", dtype="float32", trainable=False)
-    head.build(per_position_head(member).shape)
+    head.build((None, member.output_shape[-1]))  # the per-position features are as wide as the pooled ones
     return head
 
 
