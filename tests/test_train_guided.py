@@ -69,7 +69,11 @@ def test_an_unguided_model_has_no_cam_output_and_no_localisation_loss(data_dir):
     assert not is_multitask(model) and model.output_shape == (None, 1)
     assert set(compile_arguments(model, 0.3, config.model)) == {"loss", "metrics"}
     guided = experiment(data_dir)
-    assert "cam" in compile_arguments(build_model(guided), 0.3, guided.model)["loss"]
+    loss = compile_arguments(build_model(guided), 0.3, guided.model)["loss"]["cam"]
+    assert (loss.kind, loss.cells) == ("energy", "touch")
+    coverage = experiment(data_dir, "model.localization_cells=coverage", "model.localization_loss=bce")
+    loss = compile_arguments(build_model(coverage), 0.3, coverage.model)["loss"]["cam"]
+    assert (loss.kind, loss.cells) == ("bce", "coverage")
 
 
 def test_the_localisation_loss_changes_the_training(runs):

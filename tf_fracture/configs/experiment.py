@@ -49,6 +49,7 @@ MIXED_PRECISION = (None, "bf16", "fp16")
 DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
 LOCALIZATION_LOSSES = ("none", "energy", "bce")  # tf_fracture.train.losses.LOCALIZATION_LOSSES
 LOCALIZATION_MAPS = ("cam", "cbam_gate")  # tf_fracture.models.multitask.LOCALIZATION_MAPS
+LOCALIZATION_CELLS = ("touch", "coverage")  # tf_fracture.train.losses.CELLS
 
 
 def _help(text: str, default=dataclasses.MISSING, **kwargs):
@@ -200,6 +201,11 @@ class ModelConfig:
         "energy",
     )
     localization_weight: float = _help("Weight of the localisation loss beside the fracture loss.", 1.0)
+    localization_cells: str = _help(
+        "How the box becomes the map's target: 'touch' (a cell is in the box when any of its pixels is) or "
+        "'coverage' (a cell counts by the share of its pixels in the box: the energy at the image's resolution).",
+        "touch",
+    )
     localization_map: str = _help(
         "What the localisation loss supervises: 'cam' (the classifier's own class activation map) or "
         "'cbam_gate' (the spatial gate of the last CBAM block; needs attention). 'cam' won on the demo (README).",
@@ -240,6 +246,7 @@ class ModelConfig:
         check_choice("localization_loss", self.localization_loss, LOCALIZATION_LOSSES)
         check_number("localization_weight", self.localization_weight, 0.0)
         check_choice("localization_map", self.localization_map, LOCALIZATION_MAPS)
+        check_choice("localization_cells", self.localization_cells, LOCALIZATION_CELLS)
         if self.localization_map == "cbam_gate" and self.localization_loss != "none":
             if not self.attention or self.backbone == FUSION:
                 raise ValueError(

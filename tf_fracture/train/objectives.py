@@ -26,8 +26,8 @@ def compile_arguments(model: keras.Model, aux_loss_weight: float, model_config=N
     `MultiTaskClassifier`: `multitask_loss` (fracture + ``aux_loss_weight`` x body part), the AUROC
     on the fracture logit (Keras logs it as ``"fracture_auroc"``) and the body-part accuracy over
     images with a known part (``"body_part_accuracy"``). With a ``"cam"`` output (guided training),
-    ``model_config.localization_weight`` x `LocalizationLoss` of ``model_config.localization_loss`` (on
-    a CBAM gate's logits, ``model.localization_map == "cbam_gate"``, its evidence is the gate).
+    ``model_config.localization_weight`` x `LocalizationLoss` of ``model_config.localization_loss`` with
+    ``model_config.localization_cells`` (on a CBAM gate's logits, ``model.localization_map == "cbam_gate"``, its evidence is the gate).
     """
     auroc = keras.metrics.AUC(from_logits=True, name="auroc")
     if not is_multitask(model):
@@ -43,7 +43,9 @@ def compile_arguments(model: keras.Model, aux_loss_weight: float, model_config=N
         if model_config is None:
             raise ValueError("A model with a 'cam' output needs `model_config` (its localisation loss and weight).")
         evidence = "sigmoid" if getattr(model, "localization_map", "cam") == "cbam_gate" else "relu"
-        loss[CAM] = LocalizationLoss(model_config.localization_loss, evidence, name="localization_loss")
+        loss[CAM] = LocalizationLoss(
+            model_config.localization_loss, evidence, model_config.localization_cells, name="localization_loss"
+        )
         weights[CAM] = float(model_config.localization_weight)
     return {"loss": loss, "loss_weights": weights, "metrics": metrics}
 
