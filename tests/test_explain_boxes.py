@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from tf_fracture.data.preprocess import resize
-from tf_fracture.explain import box_area_fraction, box_hit_rate, boxes_after_resize, peak, peak_in_boxes
+from tf_fracture.explain import (
+    box_area_fraction,
+    box_hit_rate,
+    boxes_after_resize,
+    peak,
+    peak_distance,
+    peak_in_boxes,
+)
 
 
 def heatmap_with_peak(row, col, shape=(4, 4)):
@@ -67,6 +74,27 @@ def test_box_hit_rate_and_its_chance_baseline():
     assert result.hit_rate == pytest.approx(1 / 3)
     assert result.chance_rate == pytest.approx((4 / 16 + 7 / 16 + 8 / 16) / 3)
     assert result.to_dict()["n"] == 3
+    # Peak centre (3.5, 3.5) px: 1.5 px from the first box on each axis, 0.5 from the second's corner.
+    assert result.distances[:2] == (0.0, pytest.approx(np.hypot(0.5, 0.5))) and np.isnan(result.distances[2])
+    assert result.to_dict()["median_peak_distance_px"] == pytest.approx(np.hypot(0.5, 0.5) / 2)
+
+
+def test_peak_distance_is_the_distance_to_the_nearest_box_point(rng):
+    """Against a brute-force reference: the nearest of a dense grid of points over each box."""
+    for _ in range(20):
+        height, width = rng.integers(4, 40, size=2)
+        heatmap = rng.random((height, width))
+        corners = np.sort(rng.random((3, 2, 2)), axis=1)  # 3 boxes: rows (y, x) of the min and max corner
+        boxes = np.stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]], axis=1)
+        y, x = peak(heatmap)
+        nearest = np.inf
+        for y0, x0, y1, x1 in boxes:
+            ys, xs = np.meshgrid(np.linspace(y0, y1, 401), np.linspace(x0, x1, 401), indexing="ij")
+            nearest = min(nearest, np.hypot((ys - y) * height, (xs - x) * width).min())
+        step = np.hypot(height, width) / 400  # the reference grid's spacing, at most
+        assert peak_distance(heatmap, boxes) == pytest.approx(nearest, abs=step)
+        assert (peak_distance(heatmap, boxes) == 0) == peak_in_boxes(heatmap, boxes)
+    assert peak_distance(heatmap_with_peak(0, 0), np.zeros((0, 4))) == np.inf
 
 
 def test_no_boxes_gives_nan_rates():

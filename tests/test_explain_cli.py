@@ -108,6 +108,10 @@ def test_explain_examples_gives_the_exact_hit_rate_of_known_peaks(tmp_path):
     assert rate["hit_rate"] == 0.5
     assert rate["chance_rate"] == pytest.approx((36 / 1024 + 256 / 1024) / 2)
     assert [i["peak_in_box"] for i in report["images"]] == [{"blob": True}, {"blob": False}, None]
+    hit, miss, nobox = (i["peak_distance_px"] for i in report["images"])
+    assert hit == {"blob": 0.0} and nobox is None
+    assert miss["blob"] > 8  # the blob's peak (rows 2..8, columns 3..9) is far from the box at 16..32 px
+    assert rate["median_peak_distance_px"] == pytest.approx(miss["blob"] / 2)
     assert json.loads((tmp_path / "box_hit_rate.json").read_text()) == report
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["hit.png", "miss.png", "nobox.png"]
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "boxes_after_resize": "tf_fracture.explain.boxes",
     "peak": "tf_fracture.explain.boxes",
     "peak_in_boxes": "tf_fracture.explain.boxes",
+    "peak_distance": "tf_fracture.explain.boxes",
     "OWN_CAM": "tf_fracture.explain.cam",
     "OwnCam": "tf_fracture.explain.cam",
     "class_activation_maps": "tf_fracture.explain.cam",

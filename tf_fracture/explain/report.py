@@ -232,8 +232,12 @@ def explain_examples(
             )
     rates = {name: box_hit_rate(maps, all_boxes) for name, maps in heatmaps.items()}
     hits = {name: iter(rate.hits) for name, rate in rates.items()}
+    distances = {name: iter(rate.distances) for name, rate in rates.items()}
     for record, boxes in zip(images, all_boxes, strict=True):
         record["peak_in_box"] = {name: next(hits[name]) for name in names} if len(boxes) else None
+        record["peak_distance_px"] = (
+            _json_safe({name: next(distances[name]) for name in names}) if len(boxes) else None
+        )
     report = {
         **dict(description or {}),
         "model": explainer.source,
@@ -245,7 +249,8 @@ def explain_examples(
         "definition": (
             "hit: the heatmap's argmax pixel centre (at the input's size) lies inside one of the image's "
             "fracture boxes; chance_rate: mean fraction of pixels inside a box (the hit rate of a random peak); "
-            "n: positives with at least one box"
+            "n: positives with at least one box; peak_distance_px: the peak's distance to the nearest box in "
+            "pixels of the model input (0 inside, null for a flat map)"
         ),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
