@@ -235,9 +235,7 @@ def explain_examples(
     distances = {name: iter(rate.distances) for name, rate in rates.items()}
     for record, boxes in zip(images, all_boxes, strict=True):
         record["peak_in_box"] = {name: next(hits[name]) for name in names} if len(boxes) else None
-        record["peak_distance_px"] = (
-            _json_safe({name: next(distances[name]) for name in names}) if len(boxes) else None
-        )
+        record["peak_distance_px"] = _json_safe({name: next(distances[name]) for name in names}) if len(boxes) else None
     report = {
         **dict(description or {}),
         "model": explainer.source,

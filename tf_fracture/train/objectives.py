@@ -27,7 +27,8 @@ def compile_arguments(model: keras.Model, aux_loss_weight: float, model_config=N
     on the fracture logit (Keras logs it as ``"fracture_auroc"``) and the body-part accuracy over
     images with a known part (``"body_part_accuracy"``). With a ``"cam"`` output (guided training),
     ``model_config.localization_weight`` x `LocalizationLoss` of ``model_config.localization_loss`` with
-    ``model_config.localization_cells`` (on a CBAM gate's logits, ``model.localization_map == "cbam_gate"``, its evidence is the gate).
+    ``model_config.localization_cells`` (on a CBAM gate's logits, ``model.localization_map ==
+    "cbam_gate"``, its evidence is the gate).
     """
     auroc = keras.metrics.AUC(from_logits=True, name="auroc")
     if not is_multitask(model):
