@@ -27,9 +27,9 @@ of two ways (``cells``):
   each cell (sum over pixels of ``relu(cam) * box`` over the sum of ``relu(cam)``: every cell has
   as many pixels), so the loss prefers the cells most inside the box; ``"bce"`` takes the share as
   a soft label.
- Images without a target (`NO_TARGET`, -1 everywhere:
-negatives, and datasets without boxes) add nothing, and the loss is the mean over the images of
-the batch that have one (0 when none has).
+
+Images without a target (`NO_TARGET`, -1 everywhere: negatives, and datasets without boxes) add
+nothing, and the loss is the mean over the images of the batch that have one (0 when none has).
 """
 
 from __future__ import annotations
