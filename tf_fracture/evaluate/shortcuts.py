@@ -153,8 +153,7 @@ class LocalisationTest:
                     "boxes (moved as the image is resized); chance_rate: mean share of the input inside a box; "
                     "above_chance: mean of hit - the image's box share; median_peak_distance_px: the median "
                     "distance from the peak to the nearest box in the input's pixels (0 inside); 'cam' is the "
-                    "model's own class "
-                    "activation map, the other keys Grad-CAM of that backbone"
+                    "model's own class activation map, the other keys Grad-CAM of that backbone"
                 ),
             }
         )

@@ -172,8 +172,9 @@ def box_hit_rate(heatmaps: Sequence[np.ndarray], boxes: Sequence) -> BoxHitRate:
             hits.append(False)
             distances.append(float("nan"))
         else:
-            hits.append(peak_in_boxes(heatmap, image_boxes))
-            distances.append(peak_distance(heatmap, image_boxes))
+            distance = peak_distance(heatmap, image_boxes)  # 0 exactly when the peak is in a box (edges too)
+            hits.append(distance == 0.0)
+            distances.append(distance)
     n = len(hits)
     return BoxHitRate(
         hit_rate=float(np.mean(hits)) if n else float("nan"),
