@@ -25,7 +25,9 @@ Run (builds the TFDS dataset on first use, about a minute; then 1-2 minutes on a
 
 A CNN's scores join the same table with ``--scores NAME=FILE.csv`` (columns ``split, filename,
 score``; both the validation and the test split; repeatable) or ``--scores NAME=RUN`` (a run folder
-evaluated on both splits), or from Python:
+evaluated on both splits). Each such row is also compared with the HOG + SVM row, image by image:
+the AUROC difference with a paired bootstrap interval, on all test images and within each region
+(a second table, and ``paired_against`` in the JSON). Or from Python:
 ``study_rows(name, split_data["validation"], val_scores, split_data["test"], test_scores)`` then
 ``markdown_table(rows)``.
 
@@ -304,6 +306,42 @@ def study_rows(
     }
 
 
+def paired_against(
+    test: SplitData,
+    scores: Sequence[float],
+    reference: Sequence[float],
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``AUROC(scores) - AUROC(reference)`` on the same test images, overall and within each region.
+
+    Each difference has a paired bootstrap interval (`metrics.paired_auroc_difference`: both scorings
+    on the same resampled images), so a model's lead over a baseline within a small region is read
+    from its own interval, not from two overlapping ones. Keys: ``"all"`` and each region; a region
+    with one class only maps to None.
+    """
+    scores, reference = np.asarray(scores, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    regions = test.body_region()
+    selections = {"all": np.ones(len(test.labels), bool)}
+    selections.update({region: regions == region for region in sorted(set(regions), key=_region_order)})
+    out: dict[str, Any] = {}
+    for name, mask in selections.items():
+        labels = test.labels[mask]
+        if labels.min() == labels.max():
+            out[name] = None
+            continue
+        difference = metrics.paired_auroc_difference(
+            labels, scores[mask], reference[mask], n_resamples=n_resamples, seed=seed
+        )
+        out[name] = difference.to_dict()
+    return out
+
+
+def _region_order(region: str) -> tuple[bool, str]:
+    return (region not in REGIONS, region)
+
+
 def _ci(estimate: Mapping[str, Any]) -> str:
     if estimate.get("ci_low") is None:
         return f"{estimate['value']:.3f}"
@@ -312,7 +350,7 @@ def _ci(estimate: Mapping[str, Any]) -> str:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of :func:`study_rows` as a Markdown table (per-region AUROC in the last columns)."""
-    regions = sorted({r for row in rows for r in row["regions"]}, key=lambda r: (r not in REGIONS, r))
+    regions = sorted({r for row in rows for r in row["regions"]}, key=_region_order)
     first = rows[0]["regions"]
     region_heads = [f"AUROC {r} (n={first[r]['n']}, {first[r]['n_positive']} fx)" for r in regions]
     head = ["Model", "AUROC [95% CI]", "AP [95% CI]", "Sens @Youden", "Spec @Youden", *region_heads]
@@ -343,7 +381,39 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 f"- {r}: {sub['n_positive']} fractured and {sub['n'] - sub['n_positive']} intact test images: "
                 "its AUROC is too noisy to read."
             )
-    return "\n".join([*lines, "", *notes])
+    return "\n".join([*lines, "", *notes, *_paired_table(rows)])
+
+
+def _paired_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The rows' ``paired_against`` differences as a second table (nothing when no row has one)."""
+    paired = [row for row in rows if row.get("paired_against")]
+    if not paired:
+        return []
+    reference = paired[0]["paired_against"]["reference"]
+    first = paired[0]["paired_against"]["auroc_difference"]
+    # A region with fewer than FEW images of either class is left out here: its difference is noise
+    # (the note under the first table says which).
+    columns = [
+        c
+        for c in first
+        if first[c] is not None and min(first[c]["n_positive"], first[c]["n"] - first[c]["n_positive"]) >= FEW
+    ]
+    head = ["Model", *("all images" if c == "all" else c for c in columns)]
+    lines = [
+        "",
+        f"Paired against {reference} on the same test images: AUROC difference [95% paired bootstrap CI]; "
+        "an interval above 0 says the model ranks better there.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for row in paired:
+        differences = row["paired_against"]["auroc_difference"]
+        cells = [row["name"]]
+        for c in columns:
+            cells.append("n/a" if differences.get(c) is None else _ci(differences[c]["difference"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def read_scores(path: str, splits: Mapping[str, SplitData]) -> dict[str, np.ndarray]:
@@ -411,13 +481,19 @@ def run(
     seed: int = 0,
     scores: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fits the baselines on train (C on validation) and returns one ``study_rows`` row each, then ``scores``'."""
+    """Fits the baselines on train (C on validation) and returns one ``study_rows`` row each, then ``scores``'.
+
+    A row of ``scores`` also carries ``paired_against``: :func:`paired_against` the HOG + SVM row.
+    """
     train, val, test = splits["train"], splits["validation"], splits["test"]
     meta = {k: metadata_features(s) for k, s in splits.items()}
     rows = []
 
+    test_scores_of = {}
+
     def add(name, fitted, features, **selection):
         val_scores, test_scores = fitted.scores(features["validation"]), fitted.scores(features["test"])
+        test_scores_of[name] = test_scores
         extra = {"selection": {**fitted.selection, **selection}}
         rows.append(
             study_rows(name, val, val_scores, test, test_scores, n_resamples=n_resamples, seed=seed, extra=extra)
@@ -445,8 +521,11 @@ def run(
         )  # fmt: skip
         add(name, fitted, features)
         print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    reference = f"HOG + RBF SVM ({size} px)"
     for name, given in (scores or {}).items():
-        rows.append(study_rows(name, val, given["validation"], test, given["test"], n_resamples=n_resamples, seed=seed))
+        row = study_rows(name, val, given["validation"], test, given["test"], n_resamples=n_resamples, seed=seed)
+        differences = paired_against(test, given["test"], test_scores_of[reference], n_resamples=n_resamples, seed=seed)
+        rows.append({**row, "paired_against": {"reference": reference, "auroc_difference": differences}})
     return rows
 
 
@@ -482,7 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores = {}
     for item in args.scores:
         name, path = item.split("=", 1)
-        scores[name] = read_scores(path, splits)
+        try:
+            scores[name] = read_scores(path, splits)
+        except (OSError, ValueError) as error:
+            parser.exit(2, f"{parser.prog}: error: --scores {name}: {error}\n")
     rows = run(splits, components=args.components, n_resamples=args.resamples, seed=args.seed, scores=scores)
     print(markdown_table(rows))
     print(f"\n{time.perf_counter() - start:.0f} s in all", file=sys.stderr)

@@ -222,6 +222,54 @@ def test_run_on_tiny_splits_finds_a_planted_metadata_shortcut(rng):
     assert rows[2]["auroc"]["value"] > 0.9  # the combined model picks the flag up
 
 
+def test_paired_against_is_the_paired_difference_within_each_region(rng):
+    labels = np.r_[rng.integers(0, 2, 150), np.zeros(10, int)]
+    regions = np.r_[rng.integers(0, 2, 150), np.full(10, 2)]  # hand, leg, and hip with intact images only
+    test = _split(labels, regions)
+    model = np.clip(0.3 * labels + rng.uniform(0, 0.7, 160), 0, 1)
+    reference = np.clip(0.1 * labels + rng.uniform(0, 0.9, 160), 0, 1)
+    paired = fb.paired_against(test, model, reference, n_resamples=200, seed=3)
+
+    assert list(paired) == ["all", "hand", "hip", "leg"] and paired["hip"] is None
+    for name, mask in (("all", np.ones(160, bool)), ("hand", regions == 0), ("leg", regions == 1)):
+        expected = roc_auc_score(labels[mask], model[mask]) - roc_auc_score(labels[mask], reference[mask])
+        assert paired[name]["difference"]["value"] == pytest.approx(expected, abs=1e-12)
+        same = metrics.paired_auroc_difference(labels[mask], model[mask], reference[mask], n_resamples=200, seed=3)
+        assert paired[name] == same.to_dict()
+    assert paired["hand"]["n"] == (regions == 0).sum()
+
+
+def test_paired_table_leaves_out_regions_with_few_images_of_a_class(rng):
+    labels = np.r_[rng.integers(0, 2, 150), [1, 0, 0, 0, 0, 0]]
+    regions = np.r_[rng.integers(0, 2, 150), np.full(6, 3)]  # hand, leg, and a shoulder with 1 fracture
+    val, test = _split(labels[:100], regions[:100]), _split(labels, regions)
+    model, reference = rng.uniform(0, 1, 156), rng.uniform(0, 1, 156)
+    row = fb.study_rows("model", val, model[:100], test, model, n_resamples=20)
+    row["paired_against"] = {"reference": "HOG", "auroc_difference": fb.paired_against(test, model, reference)}
+    assert row["paired_against"]["auroc_difference"]["shoulder"]["n_positive"] == 1
+    table = fb.markdown_table([row]).splitlines()
+    assert "| Model | all images | hand | leg |" in table  # no shoulder column
+    assert "- shoulder: 1 fractured and 5 intact test images: its AUROC is too noisy to read." in table
+
+
+def test_run_compares_given_scores_with_hog_image_by_image(rng):
+    splits = {}
+    for name, n in (("train", 80), ("validation", 40), ("test", 40)):
+        labels = np.tile([0, 1], n // 2)
+        splits[name] = _split(labels, rng.integers(0, 2, n), rng.integers(0, 256, (n, 32, 32), dtype=np.uint8))
+    perfect = {k: 0.5 * splits[k].labels + rng.uniform(0, 0.4, 40) for k in ("validation", "test")}
+    rows = fb.run(splits, components=8, n_resamples=50, scores={"oracle": perfect})
+    hog, oracle = rows[1], rows[3]
+    assert hog["name"] == "HOG + RBF SVM (32 px)" and "paired_against" not in hog
+    paired = oracle["paired_against"]
+    assert paired["reference"] == hog["name"]
+    difference = paired["auroc_difference"]["all"]["difference"]["value"]
+    assert difference == pytest.approx(1.0 - hog["auroc"]["value"], abs=1e-12)  # the oracle ranks perfectly
+    table = fb.markdown_table(rows)
+    assert "Paired against HOG + RBF SVM (32 px)" in table
+    assert f"| oracle | {difference:.3f} [" in table
+
+
 @pytest.mark.large
 def test_real_fracatlas(tmp_path_factory):
     manual = os.environ.get("TF_FRACTURE_FRACATLAS")
