@@ -49,6 +49,19 @@ def test_overlay_has_the_input_then_one_panel_per_map_with_titles_and_boxes(tmp_
         overlay_figure(image, {"alpha": np.zeros((20, 20))})
 
 
+def test_peak_marker_leaves_a_small_peak_visible():
+    image = np.zeros((64, 64), np.float32)
+    heat = np.zeros((64, 64))
+    heat[30:34, 40:44] = 1.0  # a hot spot smaller than the marker
+    figure = overlay_figure(image, {"cam": heat})
+    figure.canvas.draw()
+    rgba = np.asarray(figure.canvas.buffer_rgba())
+    panel = next(ax for ax in figure.axes if ax.get_title() == "cam")
+    x, y = panel.transData.transform((42.0, 32.0))  # the spot's centre, at the peak
+    red, green, blue = rgba[round(rgba.shape[0] - y), round(x), :3].astype(int)
+    assert red > green + 30 and green < 60 and blue < 60, (red, green, blue)  # the map's hot colour, not the marker
+
+
 def test_cli_explains_each_readable_file_and_lists_the_bad_ones(run_dir, tmp_path, capsys, caplog):
     r = np.random.default_rng(1)
     good = []

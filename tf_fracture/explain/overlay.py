@@ -42,7 +42,7 @@ def overlay_figure(
         alpha: the heatmap's opacity where it is hot (from half its peak up); it fades to clear at 0.
         cmap: a Matplotlib colour map name.
 
-    Each heatmap panel marks its peak (argmax) with a white cross: the point the box hit rate tests.
+    Each heatmap panel rings its peak (argmax) in white: the point the box hit rate tests.
     """
     image = np.asarray(image, np.float32)
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -71,7 +71,16 @@ def overlay_figure(
         ax.imshow(colours, extent=extent, interpolation="bilinear")
         if heatmap.max() > heatmap.min():
             y, x = peak(heatmap)
-            ax.plot([x * width], [y * height], marker="+", color="white", markersize=14, markeredgewidth=2.5)
+            # A hollow ring, not a cross: a small peak (one cell of a fine CAM) stays visible inside it.
+            ax.plot(
+                [x * width],
+                [y * height],
+                marker="o",
+                markersize=16,
+                markerfacecolor="none",
+                markeredgecolor="white",
+                markeredgewidth=1.5,
+            )
         ax.set_title(name, fontsize=10)
     for ax in axes:
         for ymin, xmin, ymax, xmax in boxes:
