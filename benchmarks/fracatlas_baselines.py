@@ -342,6 +342,11 @@ def _region_order(region: str) -> tuple[bool, str]:
     return (region not in REGIONS, region)
 
 
+def _few(counts: Mapping[str, Any]) -> bool:
+    """Whether a subgroup (``n``, ``n_positive``) has fewer than ``FEW`` images of either class."""
+    return min(counts["n_positive"], counts["n"] - counts["n_positive"]) < FEW
+
+
 def _ci(estimate: Mapping[str, Any]) -> str:
     if estimate.get("ci_low") is None:
         return f"{estimate['value']:.3f}"
@@ -376,7 +381,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         sub = first[r]
         if sub["skipped"]:
             notes.append(f"- {r}: skipped, {sub['skipped']}")
-        elif min(sub["n_positive"], sub["n"] - sub["n_positive"]) < FEW:
+        elif _few(sub):
             notes.append(
                 f"- {r}: {sub['n_positive']} fractured and {sub['n'] - sub['n_positive']} intact test images: "
                 "its AUROC is too noisy to read."
@@ -391,13 +396,9 @@ def _paired_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     reference = paired[0]["paired_against"]["reference"]
     first = paired[0]["paired_against"]["auroc_difference"]
-    # A region with fewer than FEW images of either class is left out here: its difference is noise
-    # (the note under the first table says which).
-    columns = [
-        c
-        for c in first
-        if first[c] is not None and min(first[c]["n_positive"], first[c]["n"] - first[c]["n_positive"]) >= FEW
-    ]
+    # A region with few images of a class is left out here: its difference is noise (the note under the
+    # first table says which).
+    columns = [c for c in first if first[c] is not None and not _few(first[c])]
     head = ["Model", *("all images" if c == "all" else c for c in columns)]
     lines = [
         "",
@@ -510,8 +511,9 @@ def run(
     print(f"HOG {hogs['train'].shape[1]}-d: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     size = train.images.shape[1]
     combined = {k: np.hstack([hogs[k], meta[k]]) for k in hogs}
+    reference = f"HOG + RBF SVM ({size} px)"  # the row the given scores are paired against
     for name, features, passthrough in (
-        (f"HOG + RBF SVM ({size} px)", hogs, 0),
+        (reference, hogs, 0),
         (f"HOG + metadata flags, RBF SVM ({size} px)", combined, meta["train"].shape[1]),
     ):
         start = time.perf_counter()
@@ -521,7 +523,6 @@ def run(
         )  # fmt: skip
         add(name, fitted, features)
         print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    reference = f"HOG + RBF SVM ({size} px)"
     for name, given in (scores or {}).items():
         row = study_rows(name, val, given["validation"], test, given["test"], n_resamples=n_resamples, seed=seed)
         differences = paired_against(test, given["test"], test_scores_of[reference], n_resamples=n_resamples, seed=seed)
