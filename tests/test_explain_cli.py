@@ -60,6 +60,8 @@ def test_peak_marker_leaves_a_small_peak_visible():
     x, y = panel.transData.transform((42.0, 32.0))  # the spot's centre, at the peak
     red, green, blue = rgba[round(rgba.shape[0] - y), round(x), :3].astype(int)
     assert red > green + 30 and green < 60 and blue < 60, (red, green, blue)  # the map's hot colour, not the marker
+    (ring,) = panel.lines
+    assert (ring.get_xdata()[0], ring.get_ydata()[0]) == (41.5, 31.5)  # around the peak pixel (31, 41)'s centre
 
 
 def test_cli_explains_each_readable_file_and_lists_the_bad_ones(run_dir, tmp_path, capsys, caplog):
