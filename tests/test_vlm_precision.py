@@ -159,3 +159,46 @@ def test_4bit_layers_too_narrow_for_the_avx512_bf16_kernel_run_on_the_generic_pa
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(**batch).logits).all()
+
+
+@needs_bnb_cpu
+def test_a_model_repacked_for_the_avx512_bf16_kernel_is_unpacked_before_it_trains(tiny_path):
+    # On an AVX512-BF16 CPU the first inference call (the training loop's validation pass) repacks each
+    # 4-bit layer for a kernel with no backward pass; the next training step failed there. Simulated on
+    # any CPU: the layers bitsandbytes would repack, repacked by its own function.
+    import bitsandbytes
+    from bitsandbytes import functional
+
+    family = get_family("medgemma")
+    model, processor = family.load(str(tiny_path), quantization="4bit", device="cpu")
+    layers = [m for m in model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)]
+    packable = [m for m in layers if m.out_features % 32 == 0 and m.in_features % m.weight.quant_state.blocksize == 0]
+    assert packable
+    original = {id(m): (m.weight.data.clone(), _dequantised(m)) for m in packable}
+    for m in packable:
+        w = m.weight
+        w.data, w.quant_state = functional._convert_weight_packed_for_cpu(w.data, w.quant_state)
+        m.support_avx512bf16_for_cpu = True
+    assert all(m.weight.quant_state.packing_format_for_cpu for m in packable)
+
+    model = add_lora(model, family, LoraSettings(rank=4, alpha=8, dropout=0.0), gradient_checkpointing=True)
+    for m in packable:  # the codes as loaded; the scales through bf16 and back (double quantisation)
+        assert not m.weight.quant_state.packing_format_for_cpu and not m.support_avx512bf16_for_cpu
+        codes, weight = original[id(m)]
+        assert torch.equal(m.weight.data, codes)
+        torch.testing.assert_close(_dequantised(m), weight, rtol=2e-2, atol=1e-3)
+    assert not any(m.support_avx512bf16_for_cpu for m in layers)  # validation passes cannot repack them again
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (32, 32), dtype=np.uint8) for _ in range(2)]
+    batch = family.training_batch(processor, images, [target_answer(1), target_answer(0)])
+    model.train()
+    model(**batch).loss.backward()
+    adapters = [p for p in model.parameters() if p.requires_grad]
+    assert adapters and any(float(p.grad.abs().max()) > 0 for p in adapters if p.grad is not None)
+
+
+def _dequantised(layer):
+    from bitsandbytes import functional
+
+    return functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from vlm_torch.config import LoraSettings
+from vlm_torch.precision import generic_cpu_4bit_path
 
 
 def _under(name: str, prefixes: Sequence[str]) -> bool:
@@ -67,11 +68,13 @@ def is_4bit(model: nn.Module) -> bool:
 def add_lora(model: Any, family: Any, settings: LoraSettings, *, gradient_checkpointing: bool) -> Any:
     """``model`` wrapped as a PEFT model with LoRA (rank, alpha, dropout from ``settings``) on the layers
     ``family.lora_target_modules`` names; only the adapters train. A 4-bit model is first prepared with
-    PEFT's ``prepare_model_for_kbit_training`` (norms in float32, input gradients for checkpointing)."""
+    PEFT's ``prepare_model_for_kbit_training`` (norms in float32, input gradients for checkpointing), its
+    4-bit layers on bitsandbytes' generic CPU path (`vlm_torch.precision.generic_cpu_4bit_path`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     checkpointing_kwargs = {"use_reentrant": False}
     if is_4bit(model):
+        generic_cpu_4bit_path(model)  # bitsandbytes' AVX512-BF16 CPU kernel cannot train
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=gradient_checkpointing,

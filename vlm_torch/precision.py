@@ -148,3 +148,52 @@ def fit_cpu_4bit_kernels(model: Any) -> int:
             module.support_avx512bf16_for_cpu = False
             moved += 1
     return moved
+
+
+def generic_cpu_4bit_path(model: Any) -> int:
+    """Puts every 4-bit layer on bitsandbytes' generic CPU path for good, unpacking the ones already repacked.
+
+    On an AVX512-BF16 CPU bitsandbytes (0.50) repacks a 4-bit layer for its fast kernel the first time the
+    layer runs in inference, and keeps the packed weight: every later call, training included, goes through
+    that kernel, which has no backward pass ("a view of a leaf Variable that requires grad is being used in
+    an in-place operation" at the first training step after a validation pass). A model that will train
+    (`vlm_torch.lora.add_lora`) therefore stays on the generic path, which dequantises and multiplies, as on
+    every other CPU; a model that only predicts keeps the fast kernel. A no-op where the model has no 4-bit
+    layers.
+
+    Returns:
+        How many layers had been repacked and were unpacked.
+
+    Example:
+        >>> with torch.no_grad():
+        ...     model(**batch)                       # an AVX512-BF16 CPU repacks the 4-bit layers here
+        >>> generic_cpu_4bit_path(model) > 0
+        True
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    unpacked = 0
+    for module in model.modules():
+        if not isinstance(module, Linear4bit):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        state = module.weight.quant_state
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = _unpack_for_cpu(module.weight.data, state)
+            unpacked += 1
+    return unpacked
+
+
+def _unpack_for_cpu(weight: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    from bitsandbytes import functional
+
+    inverse = getattr(functional, "_convert_weight_packed_for_cpu_inverse", None)
+    if inverse is None:
+        raise RuntimeError(
+            "A 4-bit layer was repacked for bitsandbytes' AVX512-BF16 CPU kernel, and this bitsandbytes version "
+            "has no way back to the generic layout for training: load the model again before training it, "
+            "without running it in inference first, or install bitsandbytes 0.49-0.50"
+        )
+    return inverse(weight, state)
