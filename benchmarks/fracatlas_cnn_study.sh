@@ -12,7 +12,7 @@ set -eu
 PY="${PYTHON:-.venv/bin/python}"
 RUNS="${1:-runs/fracatlas-study}"
 COMMON="--preset demo --dataset fracatlas --set data.manual_dir=$TF_FRACTURE_FRACATLAS --set data.image_size=224
-  --set train.epochs=15 --set train.class_weights=balanced --no-evaluate"
+  --set train.epochs=15 --set train.class_weights=balanced --set train.learning_rate=1e-3 --no-evaluate"
 
 $PY -m tf_fracture.train $COMMON --run-dir "$RUNS/cbam"
 $PY -m tf_fracture.train $COMMON --set model.attention=false --run-dir "$RUNS/no-cbam"
